@@ -104,10 +104,19 @@ class EfficientNetLiteEncoder(VisionEncoder):
 
     @torch.no_grad()
     def classify(self, images: list[ImageLike] | ImageLike, top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """ImageNet top-k ``(label, probability)`` per image, from the same features as the tokens."""
-        fmap = self.features(self.preprocess(images))
-        logits = self.net._fc(fmap.mean(dim=(2, 3)))
-        probs, idx = logits.softmax(-1).topk(top_k, dim=-1)
+        """ImageNet top-k ``(label, probability)`` per image."""
+        return self.classify_tokens(self.encode(images), top_k)
+
+    @torch.no_grad()
+    def classify_tokens(self, tokens: VisualTokens, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """ImageNet top-k from (possibly reduced) tokens: the classifier on their size-weighted mean.
+
+        On the full grid this is exactly the network's own global-average-pool classifier, so it
+        shows how much of the image's content a reducer kept.
+        """
+        weights = tokens.size.unsqueeze(-1)
+        pooled = (tokens.embeds * weights).sum(1) / weights.sum(1)
+        probs, idx = self.net._fc(pooled).softmax(-1).topk(top_k, dim=-1)
         labels = imagenet_labels()
         return [
             [(labels[i], p) for i, p in zip(row_i.tolist(), row_p.tolist(), strict=True)]

@@ -1,0 +1,145 @@
+"""The ``mmllm`` command line.
+
+User mistakes end with a one-line ``error: ...`` on stderr and exit code 1 (usage errors: 2);
+only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmllm.errors import MMLLMError
+
+app = typer.Typer(
+    name="mmllm",
+    help="Visual tokenizers for LLMs, token reduction, recipes and serving.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+data_app = typer.Typer(help="Generate, list and check data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+def _tasks_help() -> str:
+    from mmllm.data.tasks import TASKS
+
+    lines = ["Tasks (--tasks takes a comma-separated subset):", ""]
+    lines += [f"  {t.name}: {t.description}" for t in TASKS.values()]
+    return "\n\n".join(lines)
+
+
+@app.command()
+def reducers(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """List every registered token reducer with its parameters, paper and side information."""
+    from mmllm.reduction import describe
+
+    rows = describe()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="Token reducers (spec: name:value,key=value; chain with +)")
+    for col in ("method", "parameters", "example", "paper", "needs"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        params = ", ".join(
+            f"{p['name']}: {p['type']}" + ("" if p["required"] else f" = {p['default']}")
+            + (f" ({p['help']})" if p["help"] else "")
+            for p in r["params"]
+        )
+        needs = ", ".join(r["needs"] + (["text"] if r["uses_text"] else [])) or "-"
+        table.add_row(f"{r['name']}\n[dim]{r['summary']}[/dim]", params or "-", r["example"], r["paper"], needs)
+    console.print(table)
+
+
+@data_app.command("make", help="Render a VQA + caption data set in the mmllm data format.\n\n" + _tasks_help())
+def data_make(
+    out: Path = typer.Option(..., "--out", help="Folder to write {split}.jsonl and images/ into."),
+    n: int = typer.Option(1000, "--n", min=1, help="Number of samples."),
+    seed: int = typer.Option(0, "--seed", help="Seed; same seed, same files."),
+    split: str = typer.Option("train", "--split", help="train, val or test (disjoint by content)."),
+    tasks: str = typer.Option("", "--tasks", help="Comma-separated task names (default: all)."),
+    phrasings: str = typer.Option(
+        "", "--phrasings", help="seen, heldout or all (default: seen for train, all otherwise)."
+    ),
+):
+    from mmllm.data.generate import make_dataset
+
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] or None
+    try:
+        path = make_dataset(out, n, seed, split, task_list, phrasings or None)
+    except ValueError as err:
+        raise MMLLMError(str(err)) from None
+    console.print(f"wrote {n} samples to {path}")
+
+
+@data_app.command("tasks")
+def data_tasks():
+    """List the generated tasks and their phrasings (held-out ones marked)."""
+    from mmllm.data.tasks import TASKS
+
+    for task in TASKS.values():
+        console.print(f"[bold]{task.name}[/bold]: {task.description}")
+        for kind, ph in task.phrasings.items():
+            for t in ph.seen:
+                console.print(f"    [{kind}] {t}")
+            for t in ph.heldout:
+                console.print(f"    [{kind}] {t}  [dim](held out of training)[/dim]")
+
+
+@data_app.command("check")
+def data_check(folder: Path = typer.Argument(..., help="Data folder or JSONL file.")):
+    """Validate a data folder: every row, every image path."""
+    from collections import Counter
+
+    from mmllm.data.dataset import load_dataset
+
+    samples = load_dataset(folder)
+    counts = Counter(s.task for s in samples)
+    console.print(f"{folder}: {len(samples)} valid samples; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def demo(
+    images: list[Path] = typer.Option(None, "--image", help="Images (default: bundled photos)."),
+    reduction: str = typer.Option("random:22", "--reduction", help="Reducer spec for the reduced run."),
+    image_size: int = typer.Option(448, "--image-size", help="Encoder input size (multiple of 32)."),
+    max_new_tokens: int = typer.Option(40, "--max-new-tokens", min=1),
+):
+    """Run the encoder + reducer + LLM pipeline on a few images, full vs reduced tokens."""
+    from mmllm.demo import run_demo
+
+    run_demo(images or None, reduction, image_size, max_new_tokens, console)
+
+
+@app.command()
+def version():
+    """Print the mmllm version."""
+    from mmllm import __version__
+
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning user errors into one-line messages."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, prog_name="mmllm")
+    except MMLLMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
