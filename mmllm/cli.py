@@ -51,16 +51,25 @@ def reducers(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
         table.add_column(col, overflow="fold")
     for r in rows:
         params = ", ".join(
-            f"{p['name']}: {p['type']}" + ("" if p["required"] else f" = {p['default']}")
+            f"{p['name']}: {p['type']}"
+            + ("" if p["required"] else f" = {p['default']}")
             + (f" ({p['help']})" if p["help"] else "")
             for p in r["params"]
         )
         needs = ", ".join(r["needs"] + (["text"] if r["uses_text"] else [])) or "-"
-        table.add_row(f"{r['name']}\n[dim]{r['summary']}[/dim]", params or "-", r["example"], r["paper"], needs)
+        table.add_row(
+            f"{r['name']}\n[dim]{r['summary']}[/dim]",
+            params or "-",
+            r["example"],
+            r["paper"],
+            needs,
+        )
     console.print(table)
 
 
-@data_app.command("make", help="Render a VQA + caption data set in the mmllm data format.\n\n" + _tasks_help())
+@data_app.command(
+    "make", help="Render a VQA + caption data set in the mmllm data format.\n\n" + _tasks_help()
+)
 def data_make(
     out: Path = typer.Option(..., "--out", help="Folder to write {split}.jsonl and images/ into."),
     n: int = typer.Option(1000, "--n", min=1, help="Number of samples."),
@@ -104,14 +113,21 @@ def data_check(folder: Path = typer.Argument(..., help="Data folder or JSONL fil
 
     samples = load_dataset(folder)
     counts = Counter(s.task for s in samples)
-    console.print(f"{folder}: {len(samples)} valid samples; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    console.print(
+        f"{folder}: {len(samples)} valid samples; "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    )
 
 
 @app.command()
 def demo(
     images: list[Path] = typer.Option(None, "--image", help="Images (default: bundled photos)."),
-    reduction: str = typer.Option("random:22", "--reduction", help="Reducer spec for the reduced run."),
-    image_size: int = typer.Option(448, "--image-size", help="Encoder input size (multiple of 32)."),
+    reduction: str = typer.Option(
+        "random:22", "--reduction", help="Reducer spec for the reduced run."
+    ),
+    image_size: int = typer.Option(
+        448, "--image-size", help="Encoder input size (multiple of 32)."
+    ),
     max_new_tokens: int = typer.Option(40, "--max-new-tokens", min=1),
 ):
     """Run the encoder + reducer + LLM pipeline on a few images, full vs reduced tokens."""

@@ -54,25 +54,50 @@ def run_demo(
         (full_label, full_p), *_ = encoder.classify_tokens(tokens, 1)[0]
         (red_label, red_p), *_ = encoder.classify_tokens(reduced, 1)[0]
         start = time.perf_counter()
-        answer = chat_text(llm, tokenizer, f"In one short sentence, what is a {full_label}?", max_new_tokens)
+        answer = chat_text(
+            llm, tokenizer, f"In one short sentence, what is a {full_label}?", max_new_tokens
+        )
         llm_ms = _ms(start)
         records.append(
             {
-                "image": path.name, "tokens": tokens.num_tokens, "label": full_label, "p": full_p,
-                "reduced_tokens": reduced.num_tokens, "reduced_label": red_label, "reduced_p": red_p,
-                "encode_ms": encode_ms, "reduce_ms": reduce_ms, "llm_ms": llm_ms, "answer": answer,
+                "image": path.name,
+                "tokens": tokens.num_tokens,
+                "label": full_label,
+                "p": full_p,
+                "reduced_tokens": reduced.num_tokens,
+                "reduced_label": red_label,
+                "reduced_p": red_p,
+                "encode_ms": encode_ms,
+                "reduce_ms": reduce_ms,
+                "llm_ms": llm_ms,
+                "answer": answer,
             }
         )
     table = Table(title=f"EfficientNet-lite0 @ {image_size}px -> '{reducer.spec}' -> SmolLM2-135M")
-    for col in ("image", "full tokens", "label (full)", f"tokens ({reduction})", "label (reduced)",
-                "encode ms", "reduce ms"):
+    for col in (
+        "image",
+        "full tokens",
+        "label (full)",
+        f"tokens ({reduction})",
+        "label (reduced)",
+        "encode ms",
+        "reduce ms",
+    ):
         table.add_column(col)
     for r in records:
         table.add_row(
-            r["image"], str(r["tokens"]), f"{r['label']} ({r['p']:.2f})", str(r["reduced_tokens"]),
-            f"{r['reduced_label']} ({r['reduced_p']:.2f})", f"{r['encode_ms']:.0f}", f"{r['reduce_ms']:.2f}",
+            r["image"],
+            str(r["tokens"]),
+            f"{r['label']} ({r['p']:.2f})",
+            str(r["reduced_tokens"]),
+            f"{r['reduced_label']} ({r['reduced_p']:.2f})",
+            f"{r['encode_ms']:.0f}",
+            f"{r['reduce_ms']:.2f}",
         )
     console.print(table)
     for r in records:
-        console.print(f"[bold]{r['image']}[/bold] -> SmolLM2 on '{r['label']}' ({r['llm_ms']:.0f} ms): {r['answer']}")
+        console.print(
+            f"[bold]{r['image']}[/bold] -> SmolLM2 on '{r['label']}' "
+            f"({r['llm_ms']:.0f} ms): {r['answer']}"
+        )
     return records

@@ -6,7 +6,9 @@ from pathlib import Path
 
 def available() -> list[str]:
     """Names of the bundled recipes (file names without ``.yaml``)."""
-    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def path(name: str) -> Path:

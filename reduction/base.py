@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Protocol, runtime_checkable
 
-from mmllm.errors import BudgetError
 from mmllm.reduction.types import TextContext, VisualTokens
+
+from mmllm.errors import BudgetError
 
 
 @runtime_checkable
@@ -45,7 +46,7 @@ class BaseReducer(abc.ABC):
 
     @abc.abstractmethod
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
-        """Number of tokens out for ``n_in`` tokens in; raises :class:`BudgetError` if impossible."""
+        """Tokens out for ``n_in`` tokens in; raises :class:`BudgetError` if impossible."""
 
     @abc.abstractmethod
     def reduce(self, tokens: VisualTokens, text: TextContext | None) -> VisualTokens:

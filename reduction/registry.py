@@ -19,9 +19,10 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from mmllm.errors import SpecError
 from mmllm.reduction.base import BaseReducer
 from mmllm.reduction.types import TextContext, VisualTokens
+
+from mmllm.errors import SpecError
 
 REDUCERS: dict[str, type[BaseReducer]] = {}
 
@@ -162,7 +163,7 @@ def _parse_stage(stage: str) -> BaseReducer:
 
 
 def build(spec: str) -> BaseReducer:
-    """Build a reducer (or a :class:`Chain`) from a spec string such as ``tome:r=0.5+divprune:64``."""
+    """Build a reducer (or a :class:`Chain`) from a spec such as ``pool:2x2+random:16``."""
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError("empty reducer spec; use 'identity' to keep every token")
     stages = [_parse_stage(s) for s in spec.split("+")]

@@ -46,9 +46,13 @@ class TextContext:
 
     def __post_init__(self) -> None:
         if self.embeds.dim() != 3:
-            raise ValueError(f"TextContext.embeds must be [B, T, D], got {tuple(self.embeds.shape)}")
+            raise ValueError(
+                f"TextContext.embeds must be [B, T, D], got {tuple(self.embeds.shape)}"
+            )
         if self.mask is None:
-            self.mask = torch.ones(self.embeds.shape[:2], dtype=torch.bool, device=self.embeds.device)
+            self.mask = torch.ones(
+                self.embeds.shape[:2], dtype=torch.bool, device=self.embeds.device
+            )
 
 
 @dataclass
@@ -90,7 +94,7 @@ class VisualTokens:
         if self.ids is not None and tuple(self.ids.shape) != (b, n):
             raise ValueError(f"ids {tuple(self.ids.shape)} and embeds {(b, n)} disagree on [B, N]")
         if self.grid is None:
-            side = int(round(n**0.5))
+            side = round(n**0.5)
             self.grid = (side, side) if side * side == n else (1, n)
         self.grid = (int(self.grid[0]), int(self.grid[1]))
         if self.index is None:
@@ -124,8 +128,10 @@ class VisualTokens:
     def is_full_grid(self) -> bool:
         """True while the tokens are exactly the untouched source grid, in order."""
         h, w = self.grid
-        return self.num_tokens == h * w and bool((self.size == 1).all()) and bool(
-            (self.index == torch.arange(h * w, device=self.device)).all()
+        return (
+            self.num_tokens == h * w
+            and bool((self.size == 1).all())
+            and bool((self.index == torch.arange(h * w, device=self.device)).all())
         )
 
     # -- access ------------------------------------------------------------------------------

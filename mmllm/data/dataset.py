@@ -75,7 +75,7 @@ def _check_row(row: object, where: str, base: Path, check_images: bool) -> Sampl
         raise _fail(
             where,
             f"{n_image_parts} image part(s) in messages but {len(images)} path(s) in 'images'; "
-            "give one path per {\"type\": \"image\"} part, in order",
+            'give one path per {"type": "image"} part, in order',
         )
     paths = [(base / p).resolve() for p in images]
     if check_images:
@@ -87,7 +87,9 @@ def _check_row(row: object, where: str, base: Path, check_images: bool) -> Sampl
         raise _fail(where, "'answer' must be a string")
     task = row.get("task", "default")
     known = {"messages", "images", "answer", "task"}
-    return Sample(messages, paths, answer, str(task), {k: v for k, v in row.items() if k not in known})
+    return Sample(
+        messages, paths, answer, str(task), {k: v for k, v in row.items() if k not in known}
+    )
 
 
 def load_dataset(path: str | Path, check_images: bool = True) -> list[Sample]:
@@ -114,7 +116,9 @@ def load_dataset(path: str | Path, check_images: bool = True) -> list[Sample]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise _fail(where, f"malformed JSON ({err.msg}); fix or remove the line") from None
+                    raise _fail(
+                        where, f"malformed JSON ({err.msg}); fix or remove the line"
+                    ) from None
                 samples.append(_check_row(row, where, file.parent, check_images))
     if not samples:
         raise DataFormatError(f"{path}: the JSONL files hold no rows")

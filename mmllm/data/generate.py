@@ -84,7 +84,10 @@ def make_dataset(
             render(scene).save(out / name, optimize=True)
             row = {
                 "messages": [
-                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": question}],
+                    },
                     {"role": "assistant", "content": [{"type": "text", "text": answer}]},
                 ],
                 "images": [name],

@@ -17,10 +17,29 @@ from __future__ import annotations
 
 import re
 
-_NUMBER_WORDS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty"
-).split()
+_NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 _WORD_TO_DIGIT = {w: str(i) for i, w in enumerate(_NUMBER_WORDS)}
 _SPELLING = {"gray": "grey", "centre": "center", "colour": "color"}
 _ARTICLES = {"a", "an", "the"}

@@ -108,7 +108,9 @@ def visible_colours(bg: tuple[int, int, int], min_distance: float = 110.0) -> li
     return [name for name, rgb in PALETTE.items() if colour_distance(rgb, bg) >= min_distance]
 
 
-def sample_background(rng: random.Random, kind: str | None = None) -> tuple[str, tuple[int, int, int]]:
+def sample_background(
+    rng: random.Random, kind: str | None = None
+) -> tuple[str, tuple[int, int, int]]:
     kind = kind or rng.choice(BACKGROUNDS)
     if kind == "plain":
         return kind, rng.choice(((255, 255, 255), (238, 238, 238), (250, 248, 240)))
@@ -120,8 +122,10 @@ def sample_background(rng: random.Random, kind: str | None = None) -> tuple[str,
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     def ring(n: int, radius: float, phase: float) -> list[tuple[float, float]]:
         return [
-            (cx + radius * math.cos(phase + 2 * math.pi * i / n),
-             cy + radius * math.sin(phase + 2 * math.pi * i / n))
+            (
+                cx + radius * math.cos(phase + 2 * math.pi * i / n),
+                cy + radius * math.sin(phase + 2 * math.pi * i / n),
+            )
             for i in range(n)
         ]
 
@@ -137,9 +141,18 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     if shape == "cross":
         t = r * 0.33
         return [
-            (cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t),
-            (cx + r, cy + t), (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r),
-            (cx - t, cy + t), (cx - r, cy + t), (cx - r, cy - t), (cx - t, cy - t),
+            (cx - t, cy - r),
+            (cx + t, cy - r),
+            (cx + t, cy - t),
+            (cx + r, cy - t),
+            (cx + r, cy + t),
+            (cx + t, cy + t),
+            (cx + t, cy + r),
+            (cx - t, cy + r),
+            (cx - t, cy + t),
+            (cx - r, cy + t),
+            (cx - r, cy - t),
+            (cx - t, cy - t),
         ]
     raise ValueError(shape)
 
@@ -194,7 +207,10 @@ def render(scene: Scene) -> Image.Image:
         t = scene.text
         font = _font(round(t.height * min(scene.width, scene.height)))
         draw.text(
-            (t.x * scene.width, t.y * scene.height), t.value, fill=PALETTE[t.colour], font=font,
+            (t.x * scene.width, t.y * scene.height),
+            t.value,
+            fill=PALETTE[t.colour],
+            font=font,
             anchor="mm",
         )
     return image

@@ -25,17 +25,71 @@ from mmllm.data.scenes import (
 )
 
 #: Words the reading task renders.
-WORDS = (
-    "cat dog sun moon tree book fish bird star road lamp door ship milk rain snow wind fire "
-    "gold king blue open stop play jump fast slow home park boat cake frog lion bear wolf "
-    "apple river house green table chair water light music paper stone cloud bread plant "
-    "robot train clock"
-).split()
+WORDS = [
+    "cat",
+    "dog",
+    "sun",
+    "moon",
+    "tree",
+    "book",
+    "fish",
+    "bird",
+    "star",
+    "road",
+    "lamp",
+    "door",
+    "ship",
+    "milk",
+    "rain",
+    "snow",
+    "wind",
+    "fire",
+    "gold",
+    "king",
+    "blue",
+    "open",
+    "stop",
+    "play",
+    "jump",
+    "fast",
+    "slow",
+    "home",
+    "park",
+    "boat",
+    "cake",
+    "frog",
+    "lion",
+    "bear",
+    "wolf",
+    "apple",
+    "river",
+    "house",
+    "green",
+    "table",
+    "chair",
+    "water",
+    "light",
+    "music",
+    "paper",
+    "stone",
+    "cloud",
+    "bread",
+    "plant",
+    "robot",
+    "train",
+    "clock",
+]
 
 POSITIONS = {
-    (0, 0): "top left", (1, 0): "top", (2, 0): "top right",
-    (0, 1): "left", (1, 1): "center", (2, 1): "right",
-    (0, 2): "bottom left", (1, 2): "bottom", (2, 2): "bottom right",
+    (0, 0): "top left",
+    (1, 0): "top",
+    (2, 0): "top right",
+    (0, 1): "left",
+    (1, 1): "center",
+    (2, 1): "right",
+    (0, 2): "bottom left",
+    (1, 2): "bottom",
+    (2, 2): "bottom right",
 }
 
 
@@ -83,7 +137,9 @@ def place(
     for _ in range(tries):
         x = rng.uniform(max(x0, rx + 0.01), min(x1, 1 - rx - 0.01))
         y = rng.uniform(max(y0, ry + 0.01), min(y1, 1 - ry - 0.01))
-        if all(_apart(scene, o, x, y, size) for o in scene.objects) and _clear_of_text(scene, x, y, size):
+        if all(_apart(scene, o, x, y, size) for o in scene.objects) and _clear_of_text(
+            scene, x, y, size
+        ):
             obj = Obj(shape, colour, x, y, size)
             scene.objects.append(obj)
             return obj
@@ -148,8 +204,14 @@ def _position(rng, scene, want_yes):
     cell = rng.choice(list(POSITIONS))
     cx, cy = (cell[0] + 0.5) / 3, (cell[1] + 0.5) / 3
     shape, colour = rng.choice(SHAPES), rng.choice(colours_for(scene))
-    target = place(rng, scene, shape, colour, rng.uniform(0.06, 0.1),
-                   region=(cx - 0.07, cy - 0.07, cx + 0.07, cy + 0.07))
+    target = place(
+        rng,
+        scene,
+        shape,
+        colour,
+        rng.uniform(0.06, 0.1),
+        region=(cx - 0.07, cy - 0.07, cx + 0.07, cy + 0.07),
+    )
     for _ in range(rng.randint(0, 2)):
         s = rng.choice([x for x in SHAPES if x != shape])
         c = rng.choice([x for x in colours_for(scene) if x != colour])
@@ -164,7 +226,9 @@ def _relation(rng, scene, want_yes):
     axis = rng.choice("xy")
     first, second = (0.05, 0.42), (0.58, 0.95)
     a_region = (first[0], 0.05, first[1], 0.95) if axis == "x" else (0.05, first[0], 0.95, first[1])
-    b_region = (second[0], 0.05, second[1], 0.95) if axis == "x" else (0.05, second[0], 0.95, second[1])
+    b_region = (
+        (second[0], 0.05, second[1], 0.95) if axis == "x" else (0.05, second[0], 0.95, second[1])
+    )
     shapes, colours = rng.sample(SHAPES, 2), rng.sample(colours_for(scene), 2)
     size = rng.uniform(0.06, 0.12)
     a = place(rng, scene, shapes[0], colours[0], size, a_region)
@@ -172,12 +236,15 @@ def _relation(rng, scene, want_yes):
     if rng.random() < 0.5:
         a, b = b, a  # a may be after b: the relation is read off the picture
     true_rel = next(
-        r for r, (ax, sign) in _RELATIONS.items()
+        r
+        for r, (ax, sign) in _RELATIONS.items()
         if ax == axis and sign * (getattr(a, ax) - getattr(b, ax)) > 0
     )
     if rng.random() < 0.35:
-        return "open", {"a": a.name, "b": b.name}, {"left of": "left", "right of": "right"}.get(
-            true_rel, true_rel
+        return (
+            "open",
+            {"a": a.name, "b": b.name},
+            {"left of": "left", "right of": "right"}.get(true_rel, true_rel),
         )
     rel = true_rel if want_yes else rng.choice([r for r in _RELATIONS if r != true_rel])
     return "yes_no", {"a": a.name, "b": b.name, "rel": rel}, "yes" if want_yes else "no"
@@ -216,7 +283,9 @@ def _small_object(rng, scene, want_yes):
 
 
 def _text(rng, scene, want_yes):
-    colour = rng.choice([c for c in colours_for(scene) if c not in ("yellow", "lime", "cyan")] or ["black"])
+    colour = rng.choice(
+        [c for c in colours_for(scene) if c not in ("yellow", "lime", "cyan")] or ["black"]
+    )
     if rng.random() < 0.5:
         value, kind = rng.choice(WORDS), "word"
         value = value.upper() if rng.random() < 0.4 else value
@@ -225,7 +294,9 @@ def _text(rng, scene, want_yes):
     height = rng.uniform(0.08, 0.2)
     scene.text = Text(value, rng.uniform(0.35, 0.65), rng.uniform(0.25, 0.75), height, colour)
     if rng.random() < 0.5:
-        place(rng, scene, rng.choice(SHAPES), rng.choice(colours_for(scene)), rng.uniform(0.05, 0.08))
+        place(
+            rng, scene, rng.choice(SHAPES), rng.choice(colours_for(scene)), rng.uniform(0.05, 0.08)
+        )
     return kind, {}, value.lower()
 
 
@@ -239,55 +310,164 @@ def _caption(rng, scene, want_yes):
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("shape", "name the shape of the object of a given colour", {"open": Phrasings(
-            ("What shape is the {colour} object?", "Which shape is {colour}?",
-             "What is the shape of the {colour} thing?", "Name the shape that is {colour}."),
-            ("Tell me the shape of the {colour} item.",))}, _shape),
-        Task("colour", "name the colour of the object of a given shape", {"open": Phrasings(
-            ("What colour is the {shape}?", "What is the color of the {shape}?",
-             "Which colour does the {shape} have?", "The {shape} is what color?"),
-            ("Tell me the colour of the {shape}.",))}, _colour),
-        Task("count", "count the objects of one shape (0-6), among other shapes", {"open": Phrasings(
-            ("How many {things} are there?", "Count the {things}.",
-             "What is the number of {things} in the image?", "How many {things} do you see?"),
-            ("Give the count of {things}.",))}, _count),
-        Task("position", "where an object is, in a 3x3 layout (top left ... bottom right)",
-             {"open": Phrasings(
-                 ("Where is the {thing}?", "In which part of the image is the {thing}?",
-                  "Where in the picture is the {thing} located?"),
-                 ("Which region holds the {thing}?",))}, _position),
-        Task("relation", "spatial relation of two objects (left of, right of, above, below)", {
-            "yes_no": Phrasings(
-                ("Is the {a} {rel} the {b}?", "Is there a {a} {rel} the {b}?",
-                 "Does the {a} appear {rel} the {b}?"),
-                ("Would you say the {a} is {rel} the {b}?",)),
-            "open": Phrasings(
-                ("Where is the {a} relative to the {b}?", "Is the {a} left, right, above or below the {b}?"),
-                ("Relative to the {b}, where is the {a}?",))}, _relation, yes_no=True),
-        Task("exists", "is an object present; includes negated questions ('Is there no ...?')", {
-            "yes_no": Phrasings(
-                ("Is there a {thing}?", "Is there a {thing} in the image?", "Can you see a {thing}?"),
-                ("Does the picture contain a {thing}?",)),
-            "negated": Phrasings(
-                ("Is there no {thing}?", "Is there no {thing} in the image?"),
-                ("Is the image without a {thing}?",))}, _exists, yes_no=True),
-        Task("small_object", "colour or shape of one small object among many small distractors", {
-            "colour": Phrasings(
-                ("What colour is the small {shape}?", "What is the color of the tiny {shape}?"),
-                ("Which colour is the little {shape}?",)),
-            "shape": Phrasings(
-                ("What shape is the small {colour} object?", "Which small shape is {colour}?"),
-                ("What is the shape of the little {colour} object?",))}, _small_object),
-        Task("text", "read a rendered word or number (answer lower-case; digits)", {
-            "word": Phrasings(
-                ("What word is written in the image?", "What does the text say?", "Read the word."),
-                ("Which word can you read?",)),
-            "number": Phrasings(
-                ("What number is written in the image?", "What number is shown?", "Read the number."),
-                ("Which number can you read?",))}, _text),
-        Task("caption", "short caption listing the objects left to right ('a red circle and a blue star')",
-             {"open": Phrasings(
-                 ("Describe the image briefly.", "Write a short caption.", "What is in the picture?"),
-                 ("Give a brief description of the image.",))}, _caption),
+        Task(
+            "shape",
+            "name the shape of the object of a given colour",
+            {
+                "open": Phrasings(
+                    (
+                        "What shape is the {colour} object?",
+                        "Which shape is {colour}?",
+                        "What is the shape of the {colour} thing?",
+                        "Name the shape that is {colour}.",
+                    ),
+                    ("Tell me the shape of the {colour} item.",),
+                )
+            },
+            _shape,
+        ),
+        Task(
+            "colour",
+            "name the colour of the object of a given shape",
+            {
+                "open": Phrasings(
+                    (
+                        "What colour is the {shape}?",
+                        "What is the color of the {shape}?",
+                        "Which colour does the {shape} have?",
+                        "The {shape} is what color?",
+                    ),
+                    ("Tell me the colour of the {shape}.",),
+                )
+            },
+            _colour,
+        ),
+        Task(
+            "count",
+            "count the objects of one shape (0-6), among other shapes",
+            {
+                "open": Phrasings(
+                    (
+                        "How many {things} are there?",
+                        "Count the {things}.",
+                        "What is the number of {things} in the image?",
+                        "How many {things} do you see?",
+                    ),
+                    ("Give the count of {things}.",),
+                )
+            },
+            _count,
+        ),
+        Task(
+            "position",
+            "where an object is, in a 3x3 layout (top left ... bottom right)",
+            {
+                "open": Phrasings(
+                    (
+                        "Where is the {thing}?",
+                        "In which part of the image is the {thing}?",
+                        "Where in the picture is the {thing} located?",
+                    ),
+                    ("Which region holds the {thing}?",),
+                )
+            },
+            _position,
+        ),
+        Task(
+            "relation",
+            "spatial relation of two objects (left of, right of, above, below)",
+            {
+                "yes_no": Phrasings(
+                    (
+                        "Is the {a} {rel} the {b}?",
+                        "Is there a {a} {rel} the {b}?",
+                        "Does the {a} appear {rel} the {b}?",
+                    ),
+                    ("Would you say the {a} is {rel} the {b}?",),
+                ),
+                "open": Phrasings(
+                    (
+                        "Where is the {a} relative to the {b}?",
+                        "Is the {a} left, right, above or below the {b}?",
+                    ),
+                    ("Relative to the {b}, where is the {a}?",),
+                ),
+            },
+            _relation,
+            yes_no=True,
+        ),
+        Task(
+            "exists",
+            "is an object present; includes negated questions ('Is there no ...?')",
+            {
+                "yes_no": Phrasings(
+                    (
+                        "Is there a {thing}?",
+                        "Is there a {thing} in the image?",
+                        "Can you see a {thing}?",
+                    ),
+                    ("Does the picture contain a {thing}?",),
+                ),
+                "negated": Phrasings(
+                    ("Is there no {thing}?", "Is there no {thing} in the image?"),
+                    ("Is the image without a {thing}?",),
+                ),
+            },
+            _exists,
+            yes_no=True,
+        ),
+        Task(
+            "small_object",
+            "colour or shape of one small object among many small distractors",
+            {
+                "colour": Phrasings(
+                    ("What colour is the small {shape}?", "What is the color of the tiny {shape}?"),
+                    ("Which colour is the little {shape}?",),
+                ),
+                "shape": Phrasings(
+                    ("What shape is the small {colour} object?", "Which small shape is {colour}?"),
+                    ("What is the shape of the little {colour} object?",),
+                ),
+            },
+            _small_object,
+        ),
+        Task(
+            "text",
+            "read a rendered word or number (answer lower-case; digits)",
+            {
+                "word": Phrasings(
+                    (
+                        "What word is written in the image?",
+                        "What does the text say?",
+                        "Read the word.",
+                    ),
+                    ("Which word can you read?",),
+                ),
+                "number": Phrasings(
+                    (
+                        "What number is written in the image?",
+                        "What number is shown?",
+                        "Read the number.",
+                    ),
+                    ("Which number can you read?",),
+                ),
+            },
+            _text,
+        ),
+        Task(
+            "caption",
+            "short caption listing the objects left to right ('a red circle and a blue star')",
+            {
+                "open": Phrasings(
+                    (
+                        "Describe the image briefly.",
+                        "Write a short caption.",
+                        "What is in the picture?",
+                    ),
+                    ("Give a brief description of the image.",),
+                )
+            },
+            _caption,
+        ),
     )
 }

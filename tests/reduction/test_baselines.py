@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from mmllm.reduction import VisualTokens, build
 
 from mmllm.errors import BudgetError
-from mmllm.reduction import VisualTokens, build
 
 
 def reference_pool(embeds: torch.Tensor, h: int, w: int, s: int):
@@ -28,7 +28,9 @@ def test_pool_matches_loop_reference(h, w, s):
     reducer = build(f"pool:{s}x{s}")
     out = reducer(tokens)
     ref, sizes, centres = reference_pool(embeds, h, w, s)
-    assert out.num_tokens == reducer.output_len(h * w, (h, w)) == math.ceil(h / s) * math.ceil(w / s)
+    assert (
+        out.num_tokens == reducer.output_len(h * w, (h, w)) == math.ceil(h / s) * math.ceil(w / s)
+    )
     torch.testing.assert_close(out.embeds, ref)
     assert torch.equal(out.size[0], sizes) and torch.equal(out.index[2], centres)
     assert out.size.sum(1).eq(h * w).all()
@@ -56,7 +58,9 @@ def test_random_is_seeded_sorted_and_per_row():
     assert torch.equal(a.index, b.index) and not torch.equal(a.index, c.index)
     assert torch.equal(a.index, a.index.sort(1).values)
     assert not all(torch.equal(a.index[0], a.index[i]) for i in range(1, 4))
-    torch.testing.assert_close(a.embeds, tokens.embeds.gather(1, a.index[..., None].expand(-1, -1, 3)))
+    torch.testing.assert_close(
+        a.embeds, tokens.embeds.gather(1, a.index[..., None].expand(-1, -1, 3))
+    )
 
 
 def test_chain_keeps_index_and_size_through_stages():

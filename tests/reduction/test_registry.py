@@ -4,9 +4,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mmllm.reduction import (
+    REDUCERS,
+    BaseReducer,
+    Chain,
+    Reducer,
+    VisualTokens,
+    build,
+    describe,
+    register,
+)
 
 from mmllm.errors import BudgetError, SpecError
-from mmllm.reduction import REDUCERS, BaseReducer, Chain, Reducer, VisualTokens, build, describe, register
 
 
 def test_positional_and_keyword_forms_are_equal():
@@ -16,7 +25,12 @@ def test_positional_and_keyword_forms_are_equal():
 
 
 def test_spec_round_trips():
-    for spec in ("identity", "random:k=5,seed=1", "pool:window=2x2", "pool:window=2x2+random:k=3,seed=0"):
+    for spec in (
+        "identity",
+        "random:k=5,seed=1",
+        "pool:window=2x2",
+        "pool:window=2x2+random:k=3,seed=0",
+    ):
         assert build(spec).spec == spec
 
 
@@ -87,7 +101,9 @@ def test_describe_lists_params_paper_and_needs():
 def test_output_len_equals_real_length(name, batch, side, dim):
     """The contract vLLM relies on: output_len(n) is the real output count, for any shape."""
     cls = REDUCERS[name]
-    spec = {"random": f"random:{max(1, side)}", "pool": "pool:2x2"}.get(name, getattr(cls, "example", name))
+    spec = {"random": f"random:{max(1, side)}", "pool": "pool:2x2"}.get(
+        name, getattr(cls, "example", name)
+    )
     reducer = build(spec)
     tokens = VisualTokens(embeds=torch.randn(batch, side * side, dim))
     out = reducer(tokens)

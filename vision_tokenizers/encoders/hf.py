@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from mmllm.reduction.types import VisualTokens
 from mmllm.vision_tokenizers.encoders.base import VisionEncoder
+from torch import nn
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -44,14 +43,11 @@ def _family(model: nn.Module) -> str:
 
 
 def _encoder_layers(model: nn.Module) -> nn.ModuleList:
-    for path in ("encoder.layers", "encoder.layer", "vision_model.encoder.layers"):
-        module = model
-        try:
-            for attr in path.split("."):
-                module = getattr(module, attr)
-        except AttributeError:
-            continue
-        return module
+    """The transformer blocks: the ModuleList with one entry per hidden layer."""
+    depth = int(model.config.num_hidden_layers)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            return module
     raise ValueError(f"cannot find the encoder layers of {type(model).__name__}")
 
 
@@ -98,7 +94,9 @@ class HFVisionEncoder(VisionEncoder):
             else:  # SigLIP2 is sized by its patch count
                 image_size = math.isqrt(int(config.num_patches)) * self.patch_size
         if image_size % self.patch_size:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch {self.patch_size}")
+            raise ValueError(
+                f"image_size {image_size} is not a multiple of patch {self.patch_size}"
+            )
         self.image_size = image_size
         self.hidden_size = int(config.hidden_size)
         default_mean, default_std = _DEFAULT_NORM.get(self.family, (None, None))

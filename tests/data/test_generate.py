@@ -1,0 +1,108 @@
+import hashlib
+import json
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from mmllm.data.dataset import load_dataset
+from mmllm.data.generate import make_dataset, split_of
+from mmllm.data.tasks import TASKS
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    out = {
+        s: make_dataset(root / s, 180, seed=3, split=s, progress=False) for s in ("train", "test")
+    }
+    return root, out
+
+
+def test_deterministic_per_seed(tmp_path, sets):
+    root, out = sets
+    again = make_dataset(tmp_path, 180, seed=3, split="train", progress=False)
+    assert again.read_text() == out["train"].read_text()
+    first = rows(again)[5]["images"][0]
+    assert (tmp_path / first).read_bytes() == (root / "train" / first).read_bytes()
+    other = make_dataset(tmp_path / "other", 18, seed=4, split="train", progress=False)
+    assert rows(other)[0]["messages"] != rows(out["train"])[0]["messages"]
+
+
+def test_rows_follow_the_data_format(sets):
+    root, _ = sets
+    samples = load_dataset(root / "train")
+    assert len(samples) == 180
+    assert {s.task for s in samples} == set(TASKS)
+    assert all(len(s.images) == 1 and s.answer for s in samples)
+
+
+def test_splits_are_disjoint_by_content(sets):
+    root, out = sets
+    train, test = rows(out["train"]), rows(out["test"])
+    assert not {r["content_key"] for r in train} & {r["content_key"] for r in test}
+
+    def pixel_hash(split, r):
+        return hashlib.sha256(Image.open(root / split / r["images"][0]).tobytes()).hexdigest()
+
+    assert not {pixel_hash("train", r) for r in train} & {pixel_hash("test", r) for r in test}
+
+
+def test_held_out_phrasings_only_outside_train(sets):
+    _, out = sets
+    train, test = rows(out["train"]), rows(out["test"])
+    heldout = {t for task in TASKS.values() for p in task.phrasings.values() for t in p.heldout}
+    assert all(r["phrasing"] == "seen" for r in train)
+    assert any(r["phrasing"] == "heldout" for r in test)
+    templates = {t.split("{")[0] for t in heldout}
+    for r in train:
+        question = r["messages"][0]["content"][1]["text"]
+        assert not any(
+            question.startswith(prefix) and prefix for prefix in templates if len(prefix) > 12
+        )
+
+
+def test_yes_no_answers_are_balanced_and_negations_present(sets):
+    _, out = sets
+    train = rows(out["train"])
+    for task in ("exists", "relation"):
+        answers = Counter(
+            r["answer"] for r in train if r["task"] == task and r["answer"] in ("yes", "no")
+        )
+        assert abs(answers["yes"] - answers["no"]) <= 3, answers
+    assert any(
+        "no " in r["messages"][0]["content"][1]["text"] for r in train if r["task"] == "exists"
+    )
+
+
+def test_images_vary_in_size_and_background(sets):
+    root, out = sets
+    sizes = {Image.open(root / "train" / r["images"][0]).size for r in rows(out["train"])}
+    assert len(sizes) >= 4
+
+
+def test_scene_split_is_a_function_of_content():
+    from mmllm.data.scenes import Obj, Scene
+
+    a = Scene(224, 224, "plain", (255, 255, 255), [Obj("star", "red", 0.5, 0.5, 0.1)])
+    b = Scene(
+        224, 224, "plain", (255, 255, 255), [Obj("star", "red", 0.501, 0.5, 0.1)], clutter_seed=9
+    )
+    assert a.content_key() == b.content_key() and split_of(a) == split_of(b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"split": "dev"}, "split must be"),
+        ({"tasks": ["shapes"]}, "unknown task"),
+        ({"phrasings": "heldout"}, "train split uses only seen"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_dataset(tmp_path, 4, progress=False, **kwargs)
