@@ -10,7 +10,9 @@ Every method is a :class:`Reducer` built from a spec string by :func:`build`::
 ``mmllm reducers`` lists every registered method with its parameters, paper and side information.
 """
 
-from mmllm.reduction import baselines as _baselines  # noqa: F401  (registers the baselines)
+from mmllm.reduction import baselines as _baselines  # noqa: F401  (registers methods)
+from mmllm.reduction import divprune as _divprune  # noqa: F401
+from mmllm.reduction import importance as _importance  # noqa: F401
 from mmllm.reduction.base import BaseReducer, Reducer, check_budget
 from mmllm.reduction.registry import REDUCERS, Chain, build, describe, register
 from mmllm.reduction.types import SIDE_INFO_PROVIDERS, TextContext, VisualTokens
