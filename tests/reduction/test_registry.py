@@ -95,7 +95,7 @@ def test_describe_lists_params_paper_and_needs():
     assert all(r["paper"] for r in rows.values())
 
 
-#: A spec for each registered reducer at a budget {k} that fits any grid in the test below.
+#: A spec for each registered reducer: {k} is a keep budget <= n, {half} a count <= n // 2.
 #: A newly registered reducer must be added here, so the contract test covers it.
 CONTRACT_SPECS = {
     "identity": "identity",
@@ -103,6 +103,7 @@ CONTRACT_SPECS = {
     "pool": "pool:2x2",
     "divprune": "divprune:{k}",
     "importance": "importance:{k},score=norm",
+    "tome": "tome:r={half}",
 }
 
 
@@ -116,7 +117,9 @@ def test_every_reducer_is_covered_by_the_contract_test():
 def test_output_len_equals_real_length(name, batch, side, dim, frac):
     """The contract vLLM relies on: output_len(n) is the real output count, for any shape."""
     n = side * side
-    reducer = build(CONTRACT_SPECS[name].format(k=max(1, round(frac * n))))
+    reducer = build(
+        CONTRACT_SPECS[name].format(k=max(1, round(frac * n)), half=max(1, int(frac * (n // 2))))
+    )
     tokens = VisualTokens(embeds=torch.randn(batch, n, dim))
     out = reducer(tokens)
     assert out.num_tokens == reducer.output_len(n, (side, side))
