@@ -137,6 +137,34 @@ def demo(
 
 
 @app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (or the name of a bundled recipe)."),
+    smoke: bool = typer.Option(False, "--smoke", help="Run at the recipe's smoke size."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    data: Path = typer.Option(None, "--data", help="Override data.train."),
+    eval_data: Path = typer.Option(None, "--eval-data", help="Override data.eval."),
+    output: Path = typer.Option(None, "--output", help="Override train.output_dir."),
+    init_from: Path = typer.Option(None, "--init-from", help="Override model.init_from."),
+):
+    """Train a model from a recipe (transformers Trainer; works under accelerate/torchrun)."""
+    from mmllm.recipe import load_recipe
+    from mmllm.train import train as run_train
+
+    overrides = {
+        key: str(value)
+        for key, value in (
+            ("data.train", data),
+            ("data.eval", eval_data),
+            ("train.output_dir", output),
+            ("model.init_from", init_from),
+        )
+        if value is not None
+    }
+    final = run_train(load_recipe(recipe, overrides), smoke=smoke, resume=resume)
+    console.print(f"saved {final}")
+
+
+@app.command()
 def version():
     """Print the mmllm version."""
     from mmllm import __version__

@@ -1,0 +1,251 @@
+"""The multimodal model: vision encoder -> reducer -> adapter -> any causal LM (+ LoRA).
+
+Composition only: the encoder and the LLM are used as their libraries define them. Images enter
+the LLM by one masked assignment at the image-placeholder positions. A checkpoint folder holds
+``config.json``, ``adapter.safetensors`` (the trained adapter), ``lora/`` (peft LoRA, if any) and
+the processor files; the base LLM and encoder are referenced by name (``smollm2``,
+``efficientnet_lite0``, or a local folder), not copied, so a fine-tuned checkpoint stays small.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from mmllm.adapters import build_adapter
+from mmllm.errors import MMLLMError
+from mmllm.reduction import TextContext, build
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+ADAPTER_FILE = "adapter.safetensors"
+IMAGE_TOKEN = "<|image|>"
+
+
+class MMLLMConfig(PretrainedConfig):
+    """Names the parts; the weights of the base parts live in their packages or folders."""
+
+    model_type = "mmllm"
+
+    def __init__(
+        self,
+        encoder: str = "efficientnet_lite0",
+        image_size: int = 448,
+        llm: str = "smollm2",
+        reduction: str = "identity",
+        adapter: str = "mlp2x_gelu",
+        adapter_kwargs: dict | None = None,
+        image_token: str = IMAGE_TOKEN,
+        vision_dim: int | None = None,
+        llm_dim: int | None = None,
+        **kwargs: Any,
+    ):
+        self.encoder = encoder
+        self.image_size = image_size
+        self.llm = llm
+        self.reduction = reduction
+        self.adapter = adapter
+        self.adapter_kwargs = dict(adapter_kwargs or {})
+        self.image_token = image_token
+        self.vision_dim = vision_dim
+        self.llm_dim = llm_dim
+        super().__init__(**kwargs)
+
+
+def refuse_pickles(folder: Path) -> None:
+    """Weights load from safetensors only: a folder holding pickles is refused, not read."""
+    pickled = [p.name for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if pickled:
+        raise MMLLMError(
+            f"{folder} holds pickled weights ({', '.join(sorted(pickled)[:3])}); mmllm loads "
+            "safetensors only. Convert them (load with torch.load(weights_only=True), save with "
+            "safetensors) and remove the pickles"
+        )
+
+
+class MMLLMForConditionalGeneration(PreTrainedModel):
+    """Image + text -> text. ``forward`` returns loss and logits; ``generate`` decodes text."""
+
+    config_class = MMLLMConfig
+    base_model_prefix = "mmllm"
+    supports_gradient_checkpointing = False
+
+    def __init__(
+        self, config: MMLLMConfig, encoder: nn.Module | None = None, llm=None, tokenizer=None
+    ):
+        super().__init__(config)
+        if encoder is None:
+            from mmllm.encoders import build_encoder
+
+            encoder = build_encoder(config.encoder, config.image_size)
+        if llm is None:
+            from mmllm.llm import load_llm
+
+            llm, tokenizer = load_llm(config.llm)
+        config.vision_dim = encoder.hidden_size
+        config.llm_dim = llm.get_input_embeddings().embedding_dim
+        self.adapter = build_adapter(
+            config.adapter, config.vision_dim, config.llm_dim, **config.adapter_kwargs
+        )
+        self.post_init()  # initialises the adapter only: the parts below are pretrained
+        self.encoder = encoder.requires_grad_(False).eval()
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.reducer = build(config.reduction)
+        if tokenizer is not None:
+            self._add_image_token(tokenizer)
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _add_image_token(self, tokenizer) -> None:
+        if self.config.image_token not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [self.config.image_token]})
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.config.image_token)
+        if self.image_token_id >= self.llm.get_input_embeddings().num_embeddings:
+            # The new row is never read: image positions are overwritten by visual features.
+            self.llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def set_reduction(self, spec: str) -> None:
+        """Change the reducer (e.g. for evaluation at another budget)."""
+        self.reducer = build(spec)
+        self.config.reduction = spec
+
+    def num_image_tokens(self, adapter_side: int | None = None) -> int:
+        """Placeholder tokens per image: known before any pixel is encoded."""
+        n = self.reducer.output_len(self.encoder.num_tokens, self.encoder.grid)
+        grid = self.encoder.grid if self.config.reduction == "identity" else None
+        if adapter_side is not None:
+            return min(adapter_side, self.encoder.grid[0]) * min(adapter_side, self.encoder.grid[1])
+        return self.adapter.output_len(n, grid)
+
+    # -- forward -------------------------------------------------------------------------------
+    def _causal_lm(self):
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    def encode_images(
+        self,
+        pixel_values: torch.Tensor,
+        text: TextContext | None = None,
+        adapter_side: int | None = None,
+    ) -> torch.Tensor:
+        """Pixels ``[I, 3, H, W]`` -> LLM-space visual embeddings ``[I, M, D]``."""
+        with torch.no_grad():
+            tokens = self.encoder(pixel_values)
+        tokens = self.reducer(tokens, text)
+        if adapter_side is not None:
+            return self.adapter(tokens, side=adapter_side)
+        return self.adapter(tokens)
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        adapter_side: int | None = None,
+    ) -> torch.Tensor:
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        mask = input_ids == self.image_token_id
+        n_slots = int(mask.sum())
+        if pixel_values is None or len(pixel_values) == 0:
+            if n_slots:
+                raise MMLLMError(f"the text has {n_slots} image placeholder tokens but no images")
+            return embeds
+        visual = self.encode_images(pixel_values, adapter_side=adapter_side)
+        if visual.numel() // visual.shape[-1] != n_slots:
+            raise MMLLMError(
+                f"{len(pixel_values)} image(s) give {visual.shape[0] * visual.shape[1]} visual "
+                "tokens "
+                f"but the text has {n_slots} placeholders; build inputs with the model's processor"
+            )
+        return embeds.masked_scatter(mask.unsqueeze(-1), visual.to(embeds.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        adapter_side: int | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        embeds = self.embed(input_ids, pixel_values, adapter_side)
+        lm = self._causal_lm()
+        hidden = lm.get_decoder()(
+            inputs_embeds=embeds, attention_mask=attention_mask
+        ).last_hidden_state
+        head = lm.get_output_embeddings()
+        if labels is None:
+            return CausalLMOutputWithPast(logits=head(hidden))
+        # logits only where a label follows: the answer tokens (saves the vocab projection
+        # on every prompt and image position)
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logits = head(hidden[:, :-1][keep])
+        loss = nn.functional.cross_entropy(logits.float(), targets[keep])
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """New token ids only (the prompt is given as embeddings)."""
+        embeds = self.embed(input_ids, pixel_values)
+        generate_kwargs.setdefault(
+            "pad_token_id", self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        )
+        return self.llm.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs
+        )
+
+    # -- save / load ---------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(folder)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.adapter.state_dict().items()}
+        save_file(state, folder / ADAPTER_FILE)
+        if hasattr(self.llm, "peft_config"):
+            self.llm.save_pretrained(folder / "lora", safe_serialization=True)
+        if self.tokenizer is not None:
+            from mmllm.processor import MMLLMProcessor
+
+            MMLLMProcessor.from_model(self).save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, encoder=None, llm=None, tokenizer=None, **kwargs: Any
+    ):
+        """Load a checkpoint folder (safetensors only), rebuilding the referenced base parts."""
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise MMLLMError(f"{folder}: not an mmllm checkpoint (no config.json)")
+        refuse_pickles(folder)
+        config = MMLLMConfig.from_pretrained(folder)
+        for key, value in kwargs.items():
+            setattr(config, key, value)
+        model = cls(config, encoder=encoder, llm=llm, tokenizer=tokenizer)
+        if not (folder / ADAPTER_FILE).is_file():
+            raise MMLLMError(f"{folder}: {ADAPTER_FILE} is missing")
+        model.adapter.load_state_dict(load_file(folder / ADAPTER_FILE), strict=True)
+        if (folder / "lora").is_dir():
+            from peft import PeftModel
+
+            model.llm = PeftModel.from_pretrained(model.llm, folder / "lora")
+        model.eval()
+        return model

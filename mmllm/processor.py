@@ -1,0 +1,188 @@
+"""Chat messages with images -> model inputs (token ids with expanded image placeholders, pixels).
+
+Messages follow the HF convention: ``{"role": ..., "content": [{"type": "image"}, {"type":
+"text", "text": ...}]}``, several images per conversation and multi-turn history allowed. Each
+image part becomes ``image_seq_len`` placeholder tokens, the count the model's reducer and adapter
+promise (``model.num_image_tokens()``), so it is known before any pixel is encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from mmllm.errors import MMLLMError
+from mmllm.modeling import IMAGE_TOKEN
+from mmllm.vision_tokenizers.images import ImageLike, to_pixels
+
+PROCESSOR_FILE = "processor_config.json"
+
+#: ChatML with image parts rendered as one placeholder each (expanded after rendering).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}" + IMAGE_TOKEN + "{% elif part['type'] == 'text' %}"
+    "{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def check_conversation(messages: Sequence[dict], n_images: int) -> None:
+    """Refuse malformed conversations with a message naming the problem."""
+    if not messages:
+        raise MMLLMError("empty conversation: give at least one user message")
+    image_parts = 0
+    for i, message in enumerate(messages):
+        if message.get("role") not in ("system", "user", "assistant"):
+            raise MMLLMError(f"message {i}: role must be system, user or assistant")
+        content = message.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        if not content:
+            raise MMLLMError(f"message {i} is empty: give text or an image")
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "image":
+                image_parts += 1
+            elif kind != "text":
+                raise MMLLMError(f"message {i}: unknown content part {part!r} (use image or text)")
+        texts = [p.get("text", "") for p in content if p.get("type") == "text"]
+        if not any(t.strip() for t in texts) and not any(p.get("type") == "image" for p in content):
+            raise MMLLMError(f"message {i} is empty: give text or an image")
+    if image_parts != n_images:
+        raise MMLLMError(
+            f"the conversation has {image_parts} image part(s) but {n_images} image(s) were given"
+        )
+
+
+class MMLLMProcessor:
+    """Tokenizer + image preprocessing + chat template for an mmllm model."""
+
+    def __init__(
+        self,
+        tokenizer,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        image_seq_len: int,
+        image_token: str = IMAGE_TOKEN,
+        chat_template: str = CHAT_TEMPLATE,
+    ):
+        self.tokenizer = tokenizer
+        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+        self.image_seq_len = image_seq_len
+        self.image_token = image_token
+        self.chat_template = chat_template
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @classmethod
+    def from_model(cls, model) -> MMLLMProcessor:
+        enc = model.encoder
+        return cls(
+            model.tokenizer,
+            enc.image_size,
+            enc.mean,
+            enc.std,
+            model.num_image_tokens(),
+            model.config.image_token,
+        )
+
+    def render(self, messages: Sequence[dict], add_generation_prompt: bool) -> str:
+        text = self.tokenizer.apply_chat_template(
+            list(messages),
+            chat_template=self.chat_template,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+        )
+        return text.replace(self.image_token, self.image_token * self._seq_len)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def __call__(
+        self,
+        conversations: Sequence[Sequence[dict]],
+        images: Sequence[Sequence[ImageLike]],
+        *,
+        train: bool = False,
+        image_seq_len: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Batch of conversations -> ``input_ids``, ``attention_mask``, ``pixel_values`` (+ labels).
+
+        With ``train=True`` the last message must be the assistant's; only its tokens are labelled.
+        Otherwise a generation prompt is appended and the batch is left-padded for ``generate``.
+        """
+        if len(conversations) != len(images):
+            raise MMLLMError(f"{len(conversations)} conversations but {len(images)} image lists")
+        self._seq_len = image_seq_len or self.image_seq_len
+        rows, label_rows = [], []
+        for messages, imgs in zip(conversations, images, strict=True):
+            check_conversation(messages, len(imgs))
+            if train:
+                if messages[-1]["role"] != "assistant":
+                    raise MMLLMError("a training conversation must end with the assistant's answer")
+                prompt = self._ids(self.render(messages[:-1], add_generation_prompt=True))
+                full = self.render(messages, add_generation_prompt=False)
+                answer = self._ids(full[len(self.render(messages[:-1], True)) :])
+                rows.append(prompt + answer)
+                label_rows.append([-100] * len(prompt) + answer)
+            else:
+                rows.append(self._ids(self.render(messages, add_generation_prompt=True)))
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        left = not train
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(row)
+            mask[i, span] = 1
+            if train:
+                labels[i, span] = torch.tensor(label_rows[i])
+        flat = [im for imgs in images for im in imgs]
+        out = {"input_ids": ids, "attention_mask": mask}
+        out["pixel_values"] = (
+            to_pixels(flat, self.image_size, self.mean, self.std) if flat else None
+        )
+        if train:
+            out["labels"] = labels
+        return out
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    # -- save / load ---------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.tokenizer.save_pretrained(folder)
+        (folder / "chat_template.jinja").write_text(self.chat_template)
+        config = {
+            "processor_class": "MMLLMProcessor",
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "image_seq_len": self.image_seq_len,
+            "image_token": self.image_token,
+        }
+        (folder / PROCESSOR_FILE).write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> MMLLMProcessor:
+        folder = Path(folder)
+        if not (folder / PROCESSOR_FILE).is_file():
+            raise MMLLMError(
+                f"{folder}: no {PROCESSOR_FILE}; save one with processor.save_pretrained"
+            )
+        config = json.loads((folder / PROCESSOR_FILE).read_text())
+        config.pop("processor_class", None)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        template = (folder / "chat_template.jinja").read_text()
+        return cls(tokenizer, chat_template=template, **config)
