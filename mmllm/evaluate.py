@@ -1,0 +1,118 @@
+"""``mmllm eval``: exact-match accuracy per task, visual tokens, prefill and end-to-end time.
+
+Prefill time is one forward pass over the prompt (encoder, reducer, adapter and the LLM on all
+prompt positions, vocabulary projection on the last one); total time is greedy generation of
+the whole answer. Both are per sample (batch time / batch size) after one warm-up batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mmllm.data.dataset import Sample
+from mmllm.data.normalize import exact_match
+
+
+@dataclass
+class EvalResult:
+    reduction: str
+    overall: float
+    per_task: dict[str, float]
+    n: int
+    visual_tokens: int
+    prefill_ms: float
+    total_ms: float
+    predictions: list[dict] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict:
+        out = asdict(self)
+        out.pop("predictions")
+        return out
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    samples: list[Sample],
+    reduction: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 24,
+    progress: bool = True,
+) -> EvalResult:
+    """Score ``samples`` greedily with ``model`` (optionally at another reduction)."""
+    from mmllm.processor import MMLLMProcessor
+
+    if reduction is not None:
+        model.set_reduction(reduction)
+    processor = MMLLMProcessor.from_model(model)
+    model.eval()
+    correct: dict[str, list[bool]] = defaultdict(list)
+    predictions = []
+    prefill_s = total_s = 0.0
+    timed = 0
+    batches = list(_batches(samples, batch_size))
+    for i, batch in enumerate(tqdm(batches, desc=f"eval {model.config.reduction}", disable=not progress)):
+        inputs = processor([s.prompt_messages() for s in batch], [s.images for s in batch])
+        start = time.perf_counter()
+        embeds = model.embed(inputs["input_ids"], inputs["pixel_values"])
+        lm = model._causal_lm()
+        hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+        lm.get_output_embeddings()(hidden.last_hidden_state[:, -1])
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        total = time.perf_counter() - start
+        if i > 0 or len(batches) == 1:  # first batch is the warm-up
+            prefill_s += prefill
+            total_s += total
+            timed += len(batch)
+        for sample, answer in zip(batch, processor.decode(ids), strict=True):
+            ok = exact_match(answer, sample.answer or "")
+            correct[sample.task].append(ok)
+            predictions.append({"task": sample.task, "answer": sample.answer, "prediction": answer,
+                                "correct": ok, **{k: v for k, v in sample.extra.items() if k == "phrasing"}})
+    per_task = {task: sum(v) / len(v) for task, v in sorted(correct.items())}
+    n = sum(len(v) for v in correct.values())
+    return EvalResult(
+        reduction=model.config.reduction,
+        overall=sum(sum(v) for v in correct.values()) / max(n, 1),
+        per_task=per_task,
+        n=n,
+        visual_tokens=model.num_image_tokens(),
+        prefill_ms=1000 * prefill_s / max(timed, 1),
+        total_ms=1000 * total_s / max(timed, 1),
+        predictions=predictions,
+    )
+
+
+def plot_accuracy(results: list[EvalResult], path: Path) -> None:
+    """Accuracy (overall and per task) against visual tokens per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in results:
+        ax.scatter(r.visual_tokens, r.overall * 100, s=40)
+        ax.annotate(r.reduction, (r.visual_tokens, r.overall * 100), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("visual tokens per image")
+    ax.set_ylabel("exact-match accuracy (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
