@@ -165,6 +165,105 @@ def train(
 
 
 @app.command()
+def chat(
+    question: str = typer.Argument(None, help="Question; omit for an interactive session."),
+    images: list[Path] = typer.Option(None, "--image", help="Image(s) for the first turn."),
+    model: Path = typer.Option(None, "--model", help="Checkpoint folder (default: shipped model)."),
+    reduction: str = typer.Option(None, "--reduction", help="Reducer spec to run the model at."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
+):
+    """Ask the model about images (one question, or an interactive multi-turn session)."""
+    from mmllm.chat import reply, user_turn
+    from mmllm.default_model import load_model
+
+    images = images or []
+    if question is not None and not question.strip():
+        raise MMLLMError("empty question: ask something about the image")
+    mm = load_model(model, reduction)
+    if question is not None:
+        typer.echo(
+            reply(mm, [user_turn(question, len(images))], images, max_new_tokens, temperature)
+        )
+        return
+    messages: list[dict] = []
+    console.print("[dim]interactive chat: empty line or Ctrl-D to quit[/dim]")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        messages.append(user_turn(text, len(images) if not messages else 0))
+        answer = reply(mm, messages, images, max_new_tokens, temperature)
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        console.print(f"model> {answer}")
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Path = typer.Option(..., "--data", help="Data folder (JSONL + images) to score."),
+    model: Path = typer.Option(None, "--model", help="Checkpoint folder (default: shipped model)."),
+    reductions: list[str] = typer.Option(None, "--reduction", help="Reducer spec(s); repeatable."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Score only the first N samples."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    plot: Path = typer.Option(None, "--plot", help="PNG: accuracy against visual tokens."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (see README)."),
+):
+    """Exact-match accuracy per task, visual tokens, prefill and total time per sample."""
+    from mmllm.data.dataset import load_dataset
+    from mmllm.default_model import load_model
+    from mmllm.evaluate import evaluate, plot_accuracy
+    from mmllm.reduction import build
+
+    specs = reductions or [None]
+    for spec in specs:
+        if spec is not None:
+            build(spec)  # bad specs fail before the model loads
+    samples = load_dataset(data)[:limit]
+    missing = [i for i, s in enumerate(samples) if s.answer is None]
+    if missing:
+        raise MMLLMError(f"{data}: {len(missing)} row(s) have no 'answer' to score against")
+    mm = load_model(model)
+    results = [evaluate(mm, samples, spec, batch_size, progress=not as_json) for spec in specs]
+    if as_json:
+        rows = [r.summary() for r in results]
+        typer.echo(json.dumps(rows[0] if len(rows) == 1 else {"results": rows}, indent=2))
+    else:
+        tasks = sorted({t for r in results for t in r.per_task})
+        table = Table(title=f"{data} (n = {results[0].n})")
+        for col in ("reduction", "tokens", "overall", *tasks, "prefill ms", "total ms"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(
+                r.reduction,
+                str(r.visual_tokens),
+                f"{100 * r.overall:.1f}",
+                *[f"{100 * r.per_task.get(t, 0):.1f}" for t in tasks],
+                f"{r.prefill_ms:.1f}",
+                f"{r.total_ms:.1f}",
+            )
+        console.print(table)
+    if plot is not None or len(results) > 1:
+        path = plot or Path("eval_accuracy.png")
+        plot_accuracy(results, path)
+        if not as_json:
+            console.print(f"plot: {path}")
+
+
+@app.command()
+def merge(
+    model: Path = typer.Argument(..., help="Checkpoint with a lora/ folder."),
+    out: Path = typer.Option(..., "--out", help="Where to write the merged checkpoint."),
+):
+    """Fold LoRA into the base LLM: a self-contained checkpoint with a full LLM folder."""
+    from mmllm.merge import merge_lora
+
+    console.print(f"merged checkpoint: {merge_lora(model, out)}")
+
+
+@app.command()
 def version():
     """Print the mmllm version."""
     from mmllm import __version__

@@ -62,7 +62,9 @@ def evaluate(
     prefill_s = total_s = 0.0
     timed = 0
     batches = list(_batches(samples, batch_size))
-    for i, batch in enumerate(tqdm(batches, desc=f"eval {model.config.reduction}", disable=not progress)):
+    for i, batch in enumerate(
+        tqdm(batches, desc=f"eval {model.config.reduction}", disable=not progress)
+    ):
         inputs = processor([s.prompt_messages() for s in batch], [s.images for s in batch])
         start = time.perf_counter()
         embeds = model.embed(inputs["input_ids"], inputs["pixel_values"])
@@ -80,8 +82,15 @@ def evaluate(
         for sample, answer in zip(batch, processor.decode(ids), strict=True):
             ok = exact_match(answer, sample.answer or "")
             correct[sample.task].append(ok)
-            predictions.append({"task": sample.task, "answer": sample.answer, "prediction": answer,
-                                "correct": ok, **{k: v for k, v in sample.extra.items() if k == "phrasing"}})
+            predictions.append(
+                {
+                    "task": sample.task,
+                    "answer": sample.answer,
+                    "prediction": answer,
+                    "correct": ok,
+                    **{k: v for k, v in sample.extra.items() if k == "phrasing"},
+                }
+            )
     per_task = {task: sum(v) / len(v) for task, v in sorted(correct.items())}
     n = sum(len(v) for v in correct.values())
     return EvalResult(
@@ -106,8 +115,13 @@ def plot_accuracy(results: list[EvalResult], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in results:
         ax.scatter(r.visual_tokens, r.overall * 100, s=40)
-        ax.annotate(r.reduction, (r.visual_tokens, r.overall * 100), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            r.reduction,
+            (r.visual_tokens, r.overall * 100),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("visual tokens per image")
     ax.set_ylabel("exact-match accuracy (%)")

@@ -239,6 +239,8 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         config = MMLLMConfig.from_pretrained(folder)
         for key, value in kwargs.items():
             setattr(config, key, value)
+        if config.llm != "smollm2" and (folder / config.llm).is_dir():
+            config.llm = str(folder / config.llm)  # a merged checkpoint's own LLM folder
         model = cls(config, encoder=encoder, llm=llm, tokenizer=tokenizer)
         if not (folder / ADAPTER_FILE).is_file():
             raise MMLLMError(f"{folder}: {ADAPTER_FILE} is missing")

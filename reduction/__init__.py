@@ -14,6 +14,7 @@ from mmllm.reduction import baselines as _baselines  # noqa: F401  (registers me
 from mmllm.reduction import divprune as _divprune  # noqa: F401
 from mmllm.reduction import importance as _importance  # noqa: F401
 from mmllm.reduction import tome as _tome  # noqa: F401
+from mmllm.reduction import visionzip as _visionzip  # noqa: F401
 from mmllm.reduction.base import BaseReducer, Reducer, check_budget
 from mmllm.reduction.registry import REDUCERS, Chain, build, describe, register
 from mmllm.reduction.types import SIDE_INFO_PROVIDERS, TextContext, VisualTokens

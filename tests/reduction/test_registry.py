@@ -104,6 +104,7 @@ CONTRACT_SPECS = {
     "divprune": "divprune:{k}",
     "importance": "importance:{k},score=norm",
     "tome": "tome:r={half}",
+    "visionzip": "visionzip:dominant={half},contextual={half},score=norm",
 }
 
 

