@@ -48,7 +48,7 @@ def test_malformed_recipes(tmp_path, text, message):
 def test_missing_data_is_named(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(f"name: x\ndata: {{train: {tmp_path}/nope}}\ntrain: {{output_dir: o}}\n")
-    with pytest.raises(MMLLMError, match="data.train = .*nope does not exist.*mmllm data make"):
+    with pytest.raises(MMLLMError, match=r"data\.train = .*nope does not exist.*mmllm data make"):
         load_recipe(path).check_paths()
 
 

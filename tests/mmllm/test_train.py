@@ -61,12 +61,12 @@ def test_default_stages_save_adapter_and_lora_together(stage2):
 def test_qlora_needs_a_gpu(data, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("has a GPU")
-    with pytest.raises(MMLLMError, match="QLoRA .* needs a CUDA GPU"):
+    with pytest.raises(MMLLMError, match=r"QLoRA .* needs a CUDA GPU"):
         smoke("qlora", data, tmp_path)
 
 
 def test_lora_targets_that_match_nothing(data, tmp_path, stage2):
-    with pytest.raises(MMLLMError, match="match no module.*q_proj"):
+    with pytest.raises(MMLLMError, match=r"match no module.*q_proj"):
         smoke(
             "default_stage2",
             data,
