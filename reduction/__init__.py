@@ -12,7 +12,11 @@ Every method is a :class:`Reducer` built from a spec string by :func:`build`::
 
 from mmllm.reduction import baselines as _baselines  # noqa: F401  (registers methods)
 from mmllm.reduction import divprune as _divprune  # noqa: F401
+from mmllm.reduction import dpp as _dpp  # noqa: F401
+from mmllm.reduction import evit as _evit  # noqa: F401
 from mmllm.reduction import importance as _importance  # noqa: F401
+from mmllm.reduction import kmeans as _kmeans  # noqa: F401
+from mmllm.reduction import recycle as _recycle  # noqa: F401
 from mmllm.reduction import tome as _tome  # noqa: F401
 from mmllm.reduction import visionzip as _visionzip  # noqa: F401
 from mmllm.reduction.base import BaseReducer, Reducer, check_budget

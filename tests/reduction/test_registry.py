@@ -105,6 +105,10 @@ CONTRACT_SPECS = {
     "importance": "importance:{k},score=norm",
     "tome": "tome:r={half}",
     "visionzip": "visionzip:dominant={half},contextual={half},score=norm",
+    "evit": "evit:{k},score=norm",
+    "recycle": "recycle:{k}",
+    "kmeans": "kmeans:{k}",
+    "dpp": "dpp:{k}",
 }
 
 
