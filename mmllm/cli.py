@@ -121,19 +121,14 @@ def data_check(folder: Path = typer.Argument(..., help="Data folder or JSONL fil
 
 @app.command()
 def demo(
-    images: list[Path] = typer.Option(None, "--image", help="Images (default: bundled photos)."),
-    reduction: str = typer.Option(
-        "random:22", "--reduction", help="Reducer spec for the reduced run."
-    ),
-    image_size: int = typer.Option(
-        448, "--image-size", help="Encoder input size (multiple of 32)."
-    ),
-    max_new_tokens: int = typer.Option(40, "--max-new-tokens", min=1),
+    model: Path = typer.Option(None, "--model", help="Checkpoint folder (default: shipped model)."),
+    reduction: str = typer.Option("divprune:16", "--reduction", help="Reducer spec to compare."),
+    max_new_tokens: int = typer.Option(24, "--max-new-tokens", min=1),
 ):
-    """Run the encoder + reducer + LLM pipeline on a few images, full vs reduced tokens."""
+    """Answer a few questions about images at full and at a reduced token budget."""
     from mmllm.demo import run_demo
 
-    run_demo(images or None, reduction, image_size, max_new_tokens, console)
+    run_demo(model, reduction, max_new_tokens, console)
 
 
 @app.command()

@@ -1,12 +1,13 @@
-"""The README's main job: encoder -> reducer -> LLM on a few images, full vs reduced tokens.
+"""The README's main job: the default model answers questions about a few images, at full and at a
+reduced visual-token budget, with token counts and timings side by side.
 
-Until the trained adapter ships, the LLM does not see the visual tokens directly: the encoder's
-own ImageNet classifier reads the (full or reduced) tokens, and SmolLM2 is asked about the label.
-This still exercises every real pretrained part and shows what a reducer keeps, and at what cost.
+The images are generated on the fly (the generator is deterministic, so they are the same on every
+machine) plus the bundled photos; nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,87 +18,63 @@ from rich.table import Table
 from mmllm.assets import asset_path
 from mmllm.reduction import build
 
-DEFAULT_IMAGES = ("cat.jpg", "coffee.jpg")
+#: (task, ...) picked from the generated test split, one per task.
+DEMO_TASKS = ("colour", "shape", "count", "position", "text")
+PHOTO_QUESTIONS = (("cat.jpg", "What is in the picture?"), ("coffee.jpg", "What colour is the cup?"))
 
 
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
+def _demo_samples(folder: Path) -> list[tuple[Path, str, str | None]]:
+    from mmllm.data.dataset import load_dataset
+    from mmllm.data.generate import make_dataset
+
+    make_dataset(folder, 45, seed=1234, split="test", progress=False)
+    samples = load_dataset(folder)
+    picked = [next(s for s in samples if s.task == t) for t in DEMO_TASKS]
+    rows = [(s.images[0], s.question, s.answer) for s in picked]
+    rows += [(asset_path(name), q, None) for name, q in PHOTO_QUESTIONS]
+    return rows
 
 
 @torch.no_grad()
-def run_demo(
-    images: list[Path] | None,
-    reduction: str,
-    image_size: int,
-    max_new_tokens: int,
-    console: Console,
-) -> list[dict]:
-    """Run the demo and print a table; returns one record per image."""
-    from mmllm.llm import chat_text, load_llm
-    from mmllm.vision_tokenizers import EfficientNetLiteEncoder
+def _answer(model, image: Path, question: str, max_new_tokens: int) -> tuple[str, float]:
+    from mmllm.chat import reply, user_turn
 
-    reducer = build(reduction)  # fail on a bad spec before loading anything
-    paths = [Path(p) for p in images] if images else [asset_path(n) for n in DEFAULT_IMAGES]
-    with console.status("loading EfficientNet-lite0 and SmolLM2-135M-Instruct..."):
-        encoder = EfficientNetLiteEncoder(image_size=image_size)
-        reducer.output_len(encoder.num_tokens, encoder.grid)  # budget check before encoding
-        llm, tokenizer = load_llm()
+    start = time.perf_counter()
+    text = reply(model, [user_turn(question, 1)], [image], max_new_tokens)
+    return text, (time.perf_counter() - start) * 1000
+
+
+def run_demo(
+    model_path: Path | None, reduction: str, max_new_tokens: int, console: Console
+) -> list[dict]:
+    """Answer the demo questions at full tokens and at ``reduction``; print and return them."""
+    from mmllm.default_model import load_model
+
+    build(reduction)  # a bad spec fails before loading anything
+    with console.status("loading the default model (EfficientNet-lite0 + adapter + SmolLM2 + LoRA)"):
+        model = load_model(model_path)
+    full_spec = model.config.reduction
+    full_tokens = model.num_image_tokens()
+    model.set_reduction(reduction)
+    reduced_tokens = model.num_image_tokens()
     records = []
-    for path in paths:
-        pixels = encoder.preprocess(path)
-        start = time.perf_counter()
-        tokens = encoder(pixels)
-        encode_ms = _ms(start)
-        start = time.perf_counter()
-        reduced = reducer(tokens)
-        reduce_ms = _ms(start)
-        (full_label, full_p), *_ = encoder.classify_tokens(tokens, 1)[0]
-        (red_label, red_p), *_ = encoder.classify_tokens(reduced, 1)[0]
-        start = time.perf_counter()
-        answer = chat_text(
-            llm, tokenizer, f"In one short sentence, what is a {full_label}?", max_new_tokens
-        )
-        llm_ms = _ms(start)
-        records.append(
-            {
-                "image": path.name,
-                "tokens": tokens.num_tokens,
-                "label": full_label,
-                "p": full_p,
-                "reduced_tokens": reduced.num_tokens,
-                "reduced_label": red_label,
-                "reduced_p": red_p,
-                "encode_ms": encode_ms,
-                "reduce_ms": reduce_ms,
-                "llm_ms": llm_ms,
-                "answer": answer,
-            }
-        )
-    table = Table(title=f"EfficientNet-lite0 @ {image_size}px -> '{reducer.spec}' -> SmolLM2-135M")
-    for col in (
-        "image",
-        "full tokens",
-        "label (full)",
-        f"tokens ({reduction})",
-        "label (reduced)",
-        "encode ms",
-        "reduce ms",
-    ):
-        table.add_column(col)
+    with tempfile.TemporaryDirectory() as tmp:
+        for image, question, reference in _demo_samples(Path(tmp)):
+            model.set_reduction(full_spec)
+            full, full_ms = _answer(model, image, question, max_new_tokens)
+            model.set_reduction(reduction)
+            reduced, reduced_ms = _answer(model, image, question, max_new_tokens)
+            records.append({"image": image.name, "question": question, "reference": reference,
+                            "full": full, "full_ms": full_ms, "reduced": reduced,
+                            "reduced_ms": reduced_ms})
+    model.set_reduction(full_spec)
+    table = Table(title=f"default model: {full_tokens} visual tokens vs '{reduction}' "
+                        f"({reduced_tokens} tokens)")
+    for col in ("image", "question", "reference", f"answer ({full_tokens} tok)", "ms",
+                f"answer ({reduced_tokens} tok)", "ms "):
+        table.add_column(col, overflow="fold")
     for r in records:
-        table.add_row(
-            r["image"],
-            str(r["tokens"]),
-            f"{r['label']} ({r['p']:.2f})",
-            str(r["reduced_tokens"]),
-            f"{r['reduced_label']} ({r['reduced_p']:.2f})",
-            f"{r['encode_ms']:.0f}",
-            f"{r['reduce_ms']:.2f}",
-        )
+        table.add_row(r["image"], r["question"], r["reference"] or "-", r["full"],
+                      f"{r['full_ms']:.0f}", r["reduced"], f"{r['reduced_ms']:.0f}")
     console.print(table)
-    for r in records:
-        console.print(
-            f"[bold]{r['image']}[/bold] -> SmolLM2 on '{r['label']}' "
-            f"({r['llm_ms']:.0f} ms): {r['answer']}"
-        )
     return records

@@ -13,6 +13,7 @@ SUBPACKAGES = [
     "mmllm",
     "mmllm.data",
     "mmllm.assets",
+    "mmllm.default_model_weights",
     "mmllm.vision_tokenizers",
     "mmllm.vision_tokenizers.encoders",
     "mmllm.reduction",
