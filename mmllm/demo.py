@@ -20,7 +20,10 @@ from mmllm.reduction import build
 
 #: (task, ...) picked from the generated test split, one per task.
 DEMO_TASKS = ("colour", "shape", "count", "position", "text")
-PHOTO_QUESTIONS = (("cat.jpg", "What is in the picture?"), ("coffee.jpg", "What colour is the cup?"))
+PHOTO_QUESTIONS = (
+    ("cat.jpg", "What is in the picture?"),
+    ("coffee.jpg", "What colour is the cup?"),
+)
 
 
 def _demo_samples(folder: Path) -> list[tuple[Path, str, str | None]]:
@@ -51,7 +54,9 @@ def run_demo(
     from mmllm.default_model import load_model
 
     build(reduction)  # a bad spec fails before loading anything
-    with console.status("loading the default model (EfficientNet-lite0 + adapter + SmolLM2 + LoRA)"):
+    with console.status(
+        "loading the default model (EfficientNet-lite0 + adapter + SmolLM2 + LoRA)"
+    ):
         model = load_model(model_path)
     full_spec = model.config.reduction
     full_tokens = model.num_image_tokens()
@@ -64,17 +69,41 @@ def run_demo(
             full, full_ms = _answer(model, image, question, max_new_tokens)
             model.set_reduction(reduction)
             reduced, reduced_ms = _answer(model, image, question, max_new_tokens)
-            records.append({"image": image.name, "question": question, "reference": reference,
-                            "full": full, "full_ms": full_ms, "reduced": reduced,
-                            "reduced_ms": reduced_ms})
+            records.append(
+                {
+                    "image": image.name,
+                    "question": question,
+                    "reference": reference,
+                    "full": full,
+                    "full_ms": full_ms,
+                    "reduced": reduced,
+                    "reduced_ms": reduced_ms,
+                }
+            )
     model.set_reduction(full_spec)
-    table = Table(title=f"default model: {full_tokens} visual tokens vs '{reduction}' "
-                        f"({reduced_tokens} tokens)")
-    for col in ("image", "question", "reference", f"answer ({full_tokens} tok)", "ms",
-                f"answer ({reduced_tokens} tok)", "ms "):
+    table = Table(
+        title=f"default model: {full_tokens} visual tokens vs '{reduction}' "
+        f"({reduced_tokens} tokens)"
+    )
+    for col in (
+        "image",
+        "question",
+        "reference",
+        f"answer ({full_tokens} tok)",
+        "ms",
+        f"answer ({reduced_tokens} tok)",
+        "ms ",
+    ):
         table.add_column(col, overflow="fold")
     for r in records:
-        table.add_row(r["image"], r["question"], r["reference"] or "-", r["full"],
-                      f"{r['full_ms']:.0f}", r["reduced"], f"{r['reduced_ms']:.0f}")
+        table.add_row(
+            r["image"],
+            r["question"],
+            r["reference"] or "-",
+            r["full"],
+            f"{r['full_ms']:.0f}",
+            r["reduced"],
+            f"{r['reduced_ms']:.0f}",
+        )
     console.print(table)
     return records

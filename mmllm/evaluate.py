@@ -67,10 +67,7 @@ def evaluate(
     ):
         inputs = processor([s.prompt_messages() for s in batch], [s.images for s in batch])
         start = time.perf_counter()
-        embeds = model.embed(inputs["input_ids"], inputs["pixel_values"])
-        lm = model._causal_lm()
-        hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
-        lm.get_output_embeddings()(hidden.last_hidden_state[:, -1])
+        model.prefill_logits(inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"])
         prefill = time.perf_counter() - start
         start = time.perf_counter()
         ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)

@@ -196,6 +196,31 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         loss = nn.functional.cross_entropy(logits.float(), targets[keep])
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
+    def _in_llm(self):
+        from mmllm.reduction.in_llm import split_in_llm
+
+        return split_in_llm(self.reducer)[1]
+
+    @torch.no_grad()
+    def prefill_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Last-position logits of the prompt (what prefill costs), in-LLM drops included."""
+        embeds = self.embed(input_ids, pixel_values)
+        inside = self._in_llm()
+        if inside is not None:
+            from mmllm.reduction.in_llm import DropRunner
+
+            visual = input_ids == self.image_token_id
+            runner = DropRunner(self._causal_lm(), inside.schedule(int(visual[0].sum())))
+            return runner.prefill(embeds, attention_mask, visual)
+        lm = self._causal_lm()
+        hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask)
+        return lm.get_output_embeddings()(hidden.last_hidden_state[:, -1])
+
     @torch.no_grad()
     def generate(
         self,
@@ -206,8 +231,27 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
     ) -> torch.Tensor:
         """New token ids only (the prompt is given as embeddings)."""
         embeds = self.embed(input_ids, pixel_values)
+        inside = self._in_llm()
+        if inside is not None:
+            from mmllm.reduction.in_llm import generate_with_drops
+
+            if generate_kwargs.get("do_sample"):
+                raise MMLLMError("in-LLM reduction decodes greedily; drop do_sample")
+            visual = input_ids == self.image_token_id
+            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            return generate_with_drops(
+                self._causal_lm(),
+                self.llm.get_input_embeddings(),
+                embeds,
+                mask,
+                visual,
+                inside.schedule(int(visual[0].sum())),
+                generate_kwargs.get("max_new_tokens", 20),
+                self.tokenizer.eos_token_id,
+            )
+        pad = self.tokenizer.pad_token_id
         generate_kwargs.setdefault(
-            "pad_token_id", self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+            "pad_token_id", pad if pad is not None else self.tokenizer.eos_token_id
         )
         return self.llm.generate(
             inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs

@@ -13,8 +13,15 @@ from pathlib import Path
 
 from mmllm.modeling import ADAPTER_FILE, refuse_pickles
 
-KEEP = ("config.json", ADAPTER_FILE, "processor_config.json", "chat_template.jinja", "recipe.yaml",
-        "lora/adapter_model.safetensors", "lora/adapter_config.json")
+KEEP = (
+    "config.json",
+    ADAPTER_FILE,
+    "processor_config.json",
+    "chat_template.jinja",
+    "recipe.yaml",
+    "lora/adapter_model.safetensors",
+    "lora/adapter_config.json",
+)
 
 
 def ship(checkpoint: str | Path, target: str | Path | None = None) -> Path:

@@ -109,6 +109,9 @@ CONTRACT_SPECS = {
     "recycle": "recycle:{k}",
     "kmeans": "kmeans:{k}",
     "dpp": "dpp:{k}",
+    "fastv": "fastv:layer=1,keep={k}",
+    "pdrop": "pdrop:layers=1/2,ratios=0.5/0.25",
+    "todre": "todre:{k},layer=1",
 }
 
 
