@@ -53,6 +53,9 @@ def test_wheel_has_one_top_level_package(wheel):
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"mmllm"}
     assert "mmllm/assets/cat.jpg" in names
+    assert "mmllm/recipes/default_stage2.yaml" in names
+    for shipped in ("config.json", "adapter.safetensors", "lora/adapter_model.safetensors"):
+        assert f"mmllm/default_model_weights/{shipped}" in names
     assert any(n.startswith("mmllm/kernels/") for n in names)
 
 

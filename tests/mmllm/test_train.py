@@ -109,7 +109,7 @@ def test_eval_json_chat_and_merge(stage2, data, tmp_path, capsys):
         )
     assert code.value.code in (0, None)
     out = json.loads(capsys.readouterr().out)
-    assert [r["reduction"] for r in out["results"]] == ["identity", "pool:window=2x2"]
+    assert [r["reduction"] for r in out["results"]] == ["identity", "pool:2x2"]
     first = out["results"][0]
     assert set(first) == {
         "reduction",

@@ -1,0 +1,40 @@
+import json
+
+from mmllm.reduction import build
+
+from mmllm.bench import METHODS, _tome_chain, run_reduction_bench
+from mmllm.data.dataset import load_dataset
+from mmllm.data.generate import make_dataset
+
+
+def test_every_method_builds_at_every_budget_of_the_default_grid():
+    n, side = 49, 7
+    for method, spec_for in METHODS.items():
+        for frac in (0.5, 0.25, 0.111, 0.056):
+            k = max(1, round(frac * n))
+            spec = spec_for(k, n, side)
+            if spec is None:
+                continue
+            reducer = build(spec)
+            assert reducer.output_len(n, (side, side)) <= n, (method, spec)
+
+
+def test_tome_chain_reaches_exactly_k():
+    for k in (1, 3, 12, 24, 48):
+        assert build(_tome_chain(49, k)).output_len(49) == k
+
+
+def test_bench_writes_table_json_and_plot(tmp_path, tiny):
+    make_dataset(tmp_path / "data", 4, seed=0, split="test", progress=False)
+    samples = load_dataset(tmp_path / "data")
+    model = tiny.model("llama")
+    rows = run_reduction_bench(
+        model, samples, ["random", "divprune"], tmp_path / "out", batch_size=2
+    )
+    assert len(rows) == 1 + 2 * 4
+    assert rows[0]["method"] == "full" and rows[0]["visual_tokens"] == 16
+    assert [r["visual_tokens"] for r in rows[1:5]] == [8, 4, 2, 1]
+    saved = json.loads((tmp_path / "out" / "reduction.json").read_text())
+    assert len(saved) == len(rows)
+    assert (tmp_path / "out" / "reduction.png").is_file()
+    assert "| divprune |" in (tmp_path / "out" / "reduction.md").read_text()
