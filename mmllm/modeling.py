@@ -105,9 +105,17 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         if self.config.image_token not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [self.config.image_token]})
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.config.image_token)
-        if self.image_token_id >= self.llm.get_input_embeddings().num_embeddings:
-            # The new row is never read: image positions are overwritten by visual features.
+        old_rows = self.llm.get_input_embeddings().num_embeddings
+        if self.image_token_id >= old_rows:
+            # The new input row is never read (image positions are overwritten by visual
+            # features); zero rows keep the image token's output logit fixed at 0, so every
+            # load gives the same model and checkpoints need not store the embeddings.
             self.llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            with torch.no_grad():
+                self.llm.get_input_embeddings().weight[old_rows:] = 0
+                out = self.llm.get_output_embeddings()
+                if out is not None:
+                    out.weight[old_rows:] = 0
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -117,6 +125,13 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+    def train(self, mode: bool = True):
+        """Train mode for the adapter and LLM; the frozen encoder stays in eval mode (its
+        BatchNorm statistics and dropout must match inference)."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
 
     def set_reduction(self, spec: str) -> None:
         """Change the reducer (e.g. for evaluation at another budget)."""
@@ -265,7 +280,9 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         state = {k: v.detach().contiguous().cpu() for k, v in self.adapter.state_dict().items()}
         save_file(state, folder / ADAPTER_FILE)
         if hasattr(self.llm, "peft_config"):
-            self.llm.save_pretrained(folder / "lora", safe_serialization=True)
+            self.llm.save_pretrained(
+                folder / "lora", safe_serialization=True, save_embedding_layers=False
+            )
         if self.tokenizer is not None:
             from mmllm.processor import MMLLMProcessor
 

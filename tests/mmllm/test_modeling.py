@@ -95,3 +95,10 @@ def test_placeholder_mismatch_is_a_clear_error(conversations, images, tiny):
     batch = proc(conversations, [[im] for im in images], train=True)
     with pytest.raises(MMLLMError, match="placeholders"):
         model(batch["input_ids"], batch["attention_mask"], batch["pixel_values"][:1])
+
+
+def test_frozen_encoder_stays_in_eval_mode(tiny):
+    model = tiny.model()
+    model.train()
+    assert model.adapter.training and model.llm.training
+    assert not model.encoder.training
