@@ -79,7 +79,12 @@ def test_resume_continues_from_last_checkpoint(data, tmp_path):
     smoke("default_stage1", data, tmp_path)
     shutil.rmtree(tmp_path / "final")
     recipe = load_recipe(
-        "default_stage1", {"data.train": str(data / "train"), "train.output_dir": str(tmp_path)}
+        "default_stage1",
+        {
+            "data.train": str(data / "train"),
+            "data.eval": str(data / "val"),
+            "train.output_dir": str(tmp_path),
+        },
     )
     recipe.smoke.max_steps = 3
     train(recipe, smoke=True, resume=True)
