@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import torch
 from mmllm.reduction.base import BaseReducer, check_budget
-from mmllm.reduction.importance import SCORES, importance_scores
+from mmllm.reduction.importance import ScoredMixin, importance_scores
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
 from mmllm.reduction.visionzip import concat_in_order
@@ -26,20 +26,13 @@ from mmllm.reduction.visionzip import concat_in_order
 
 @register("evit")
 @dataclass
-class EViT(BaseReducer):
+class EViT(ScoredMixin, BaseReducer):
     """Keep the K most attended tokens; fuse the rest into one attention-weighted token."""
 
     k: int = field(metadata={"help": "attentive tokens kept (output K + 1)"})
     score: str = field(default="cls", metadata={"help": "cls | norm | entropy | mean_sim"})
     paper: ClassVar[str] = "EViT (Liang et al., ICLR 2022, arXiv:2202.07800)"
     example: ClassVar[str] = "evit:63,score=norm"
-
-    def __post_init__(self) -> None:
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {', '.join(SCORES)}, got '{self.score}'")
-
-    def required_fields(self) -> tuple[str, ...]:
-        return ("attn_to_cls",) if self.score == "cls" else ("embeds",)
 
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
         check_budget(self.spec, self.k, n_in)

@@ -50,20 +50,10 @@ def importance_scores(tokens: VisualTokens, score: str) -> torch.Tensor:
     return -(sim * off_diagonal).sum(-1) / max(n - 1, 1)
 
 
-def top_k_in_order(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k highest scores per row, sorted back into token order."""
-    return scores.topk(k, dim=1).indices.sort(dim=1).values
+class ScoredMixin:
+    """Shared by reducers with a ``score`` setting: validation and the side information it needs."""
 
-
-@register("importance")
-@dataclass
-class ImportancePrune(BaseReducer):
-    """Keep the top-K tokens by [CLS] attention or a CLS-free score."""
-
-    k: int = field(metadata={"help": "tokens to keep"})
-    score: str = field(default="cls", metadata={"help": "cls | norm | entropy | mean_sim"})
-    paper: ClassVar[str] = "FasterVLM (arXiv:2412.01818) / FoPru (arXiv:2411.14164)"
-    example: ClassVar[str] = "importance:64,score=norm"
+    score: str
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
@@ -71,6 +61,22 @@ class ImportancePrune(BaseReducer):
 
     def required_fields(self) -> tuple[str, ...]:
         return ("attn_to_cls",) if self.score == "cls" else ("embeds",)
+
+
+def top_k_in_order(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k highest scores per row, sorted back into token order."""
+    return scores.topk(k, dim=1).indices.sort(dim=1).values
+
+
+@register("importance")
+@dataclass
+class ImportancePrune(ScoredMixin, BaseReducer):
+    """Keep the top-K tokens by [CLS] attention or a CLS-free score."""
+
+    k: int = field(metadata={"help": "tokens to keep"})
+    score: str = field(default="cls", metadata={"help": "cls | norm | entropy | mean_sim"})
+    paper: ClassVar[str] = "FasterVLM (arXiv:2412.01818) / FoPru (arXiv:2411.14164)"
+    example: ClassVar[str] = "importance:64,score=norm"
 
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
         return check_budget(self.spec, self.k, n_in)

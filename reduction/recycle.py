@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from mmllm.reduction.base import BaseReducer, check_budget
-from mmllm.reduction.importance import SCORES, importance_scores, top_k_in_order
+from mmllm.reduction.importance import ScoredMixin, importance_scores, top_k_in_order
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
 
@@ -60,20 +60,13 @@ def recycle_into(tokens: VisualTokens, keep: torch.Tensor) -> VisualTokens:
 
 @register("recycle")
 @dataclass
-class Recycle(BaseReducer):
+class Recycle(ScoredMixin, BaseReducer):
     """Keep the top-K tokens and merge each pruned token into its most similar kept token."""
 
     k: int = field(metadata={"help": "tokens kept (each absorbs its pruned neighbours)"})
     score: str = field(default="norm", metadata={"help": "cls | norm | entropy | mean_sim"})
     paper: ClassVar[str] = "VFlowOpt (arXiv:2508.05211) / GTP-ViT (arXiv:2311.03035)"
     example: ClassVar[str] = "recycle:64"
-
-    def __post_init__(self) -> None:
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {', '.join(SCORES)}, got '{self.score}'")
-
-    def required_fields(self) -> tuple[str, ...]:
-        return ("attn_to_cls",) if self.score == "cls" else ("embeds",)
 
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
         return check_budget(self.spec, self.k, n_in)

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from mmllm.reduction.base import BaseReducer
-from mmllm.reduction.importance import SCORES, importance_scores
+from mmllm.reduction.importance import ScoredMixin, importance_scores
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
 
@@ -74,7 +74,7 @@ def concat_in_order(a: VisualTokens, b: VisualTokens) -> VisualTokens:
 
 @register("visionzip")
 @dataclass
-class VisionZip(BaseReducer):
+class VisionZip(ScoredMixin, BaseReducer):
     """Keep D dominant tokens; merge the rest into C contextual tokens by similarity."""
 
     dominant: int = field(metadata={"help": "dominant tokens kept as they are (D)"})
@@ -86,13 +86,9 @@ class VisionZip(BaseReducer):
     example: ClassVar[str] = "visionzip:dominant=54,contextual=10"
 
     def __post_init__(self) -> None:
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {', '.join(SCORES)}, got '{self.score}'")
+        super().__post_init__()
         if self.dominant < 0 or self.contextual < 0 or self.dominant + self.contextual == 0:
             raise ValueError("dominant and contextual must be >= 0 and not both 0")
-
-    def required_fields(self) -> tuple[str, ...]:
-        return ("attn_to_cls",) if self.score == "cls" else ("embeds",)
 
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
         k = self.dominant + self.contextual
