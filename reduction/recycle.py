@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.importance import ScoredMixin, importance_scores, top_k_in_order
+from mmllm.reduction.merging import merge_into_nearest
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
 
@@ -31,31 +31,7 @@ def recycle_into(tokens: VisualTokens, keep: torch.Tensor) -> VisualTokens:
     dropped_mask = torch.ones(b, n, dtype=torch.bool, device=tokens.device)
     dropped_mask.scatter_(1, keep, False)
     dropped = dropped_mask.nonzero()[:, 1].view(b, n - keep.shape[1])
-    kept, gone = tokens.gather(keep), tokens.gather(dropped)
-    metric_k = kept.keys if kept.keys is not None else kept.embeds
-    metric_d = gone.keys if gone.keys is not None else gone.embeds
-    sim = F.normalize(metric_d.float(), dim=-1) @ F.normalize(metric_k.float(), dim=-1).transpose(
-        1, 2
-    )
-    target = sim.argmax(dim=-1)
-    size = kept.size.scatter_add(1, target, gone.size)
-
-    def merged(k: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        summed = (k * kept.size.unsqueeze(-1).to(k.dtype)).scatter_add(
-            1,
-            target.unsqueeze(-1).expand(-1, -1, k.shape[-1]),
-            d * gone.size.unsqueeze(-1).to(d.dtype),
-        )
-        return summed / size.unsqueeze(-1).to(k.dtype)
-
-    changes = {"size": size}
-    if tokens.embeds is not None:
-        changes["embeds"] = merged(kept.embeds, gone.embeds)
-    if tokens.keys is not None:
-        changes["keys"] = merged(kept.keys, gone.keys)
-    if tokens.attn_to_cls is not None:
-        changes["attn_to_cls"] = kept.attn_to_cls.scatter_add(1, target, gone.attn_to_cls)
-    return kept.replace(**changes)
+    return merge_into_nearest(tokens.gather(keep), tokens.gather(dropped))
 
 
 @register("recycle")

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from mmllm.reduction.base import BaseReducer
 from mmllm.reduction.importance import ScoredMixin, importance_scores
+from mmllm.reduction.merging import merge_into_nearest
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
 
@@ -37,29 +37,7 @@ def merge_into_targets(tokens: VisualTokens, rest: torch.Tensor, n_targets: int)
     is_target = torch.zeros(r, dtype=torch.bool, device=rest.device)
     is_target[target_pos] = True
     targets, others = rest[:, is_target], rest[:, ~is_target]
-    t_tok, o_tok = tokens.gather(targets), tokens.gather(others)
-    metric_t = t_tok.keys if t_tok.keys is not None else t_tok.embeds
-    metric_o = o_tok.keys if o_tok.keys is not None else o_tok.embeds
-    sim = F.normalize(metric_o.float(), dim=-1) @ F.normalize(metric_t.float(), dim=-1).transpose(
-        1, 2
-    )
-    assign = sim.argmax(dim=-1)  # [B, R - C]
-    size = t_tok.size.scatter_add(1, assign, o_tok.size)
-
-    def weighted(t: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        wt = t * t_tok.size.unsqueeze(-1).to(t.dtype)
-        wo = o * o_tok.size.unsqueeze(-1).to(o.dtype)
-        summed = wt.scatter_add(1, assign.unsqueeze(-1).expand(-1, -1, t.shape[-1]), wo)
-        return summed / size.unsqueeze(-1).to(t.dtype)
-
-    changes = {"size": size}
-    if tokens.embeds is not None:
-        changes["embeds"] = weighted(t_tok.embeds, o_tok.embeds)
-    if tokens.keys is not None:
-        changes["keys"] = weighted(t_tok.keys, o_tok.keys)
-    if tokens.attn_to_cls is not None:
-        changes["attn_to_cls"] = t_tok.attn_to_cls.scatter_add(1, assign, o_tok.attn_to_cls)
-    return t_tok.replace(**changes)
+    return merge_into_nearest(tokens.gather(targets), tokens.gather(others))
 
 
 def concat_in_order(a: VisualTokens, b: VisualTokens) -> VisualTokens:
