@@ -17,6 +17,7 @@ from mmllm.reduction import evit as _evit  # noqa: F401
 from mmllm.reduction import importance as _importance  # noqa: F401
 from mmllm.reduction import in_llm as _in_llm  # noqa: F401
 from mmllm.reduction import kmeans as _kmeans  # noqa: F401
+from mmllm.reduction import pitome as _pitome  # noqa: F401
 from mmllm.reduction import recycle as _recycle  # noqa: F401
 from mmllm.reduction import tome as _tome  # noqa: F401
 from mmllm.reduction import visionzip as _visionzip  # noqa: F401

@@ -7,8 +7,12 @@ import torch.nn.functional as F
 from mmllm.reduction.types import VisualTokens
 
 
-def merge_into_nearest(kept: VisualTokens, gone: VisualTokens) -> VisualTokens:
+def merge_into_nearest(
+    kept: VisualTokens, gone: VisualTokens, allowed: torch.Tensor | None = None
+) -> VisualTokens:
     """Merge every token of ``gone`` into the ``kept`` token with the highest cosine similarity.
+
+    ``allowed [B, K]`` (optional) marks the kept tokens that may receive merges.
 
     Similarity uses the attention keys when both sides have them, else the features. Features
     and keys become size-weighted means, ``size`` adds up, ``attn_to_cls`` (attention mass) sums;
@@ -17,7 +21,10 @@ def merge_into_nearest(kept: VisualTokens, gone: VisualTokens) -> VisualTokens:
     metric_k = kept.keys if kept.keys is not None else kept.embeds
     metric_g = gone.keys if gone.keys is not None else gone.embeds
     unit_k = F.normalize(metric_k.float(), dim=-1)
-    target = (F.normalize(metric_g.float(), dim=-1) @ unit_k.transpose(1, 2)).argmax(dim=-1)
+    sim = F.normalize(metric_g.float(), dim=-1) @ unit_k.transpose(1, 2)
+    if allowed is not None:
+        sim = sim.masked_fill(~allowed.unsqueeze(1), float("-inf"))
+    target = sim.argmax(dim=-1)
     size = kept.size.scatter_add(1, target, gone.size)
 
     def weighted(k: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,7 @@ CONTRACT_SPECS = {
     "divprune": "divprune:{k}",
     "importance": "importance:{k},score=norm",
     "tome": "tome:r={half}",
+    "pitome": "pitome:r={half}",
     "visionzip": "visionzip:dominant={half},contextual={half},score=norm",
     "evit": "evit:{k},score=norm",
     "recycle": "recycle:{k}",
