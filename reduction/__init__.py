@@ -11,6 +11,7 @@ Every method is a :class:`Reducer` built from a spec string by :func:`build`::
 """
 
 from mmllm.reduction import baselines as _baselines  # noqa: F401  (registers methods)
+from mmllm.reduction import coverage as _coverage  # noqa: F401
 from mmllm.reduction import divprune as _divprune  # noqa: F401
 from mmllm.reduction import dpp as _dpp  # noqa: F401
 from mmllm.reduction import evit as _evit  # noqa: F401

@@ -29,9 +29,12 @@ def cosine_distance(x: torch.Tensor) -> torch.Tensor:
     return 1.0 - unit @ unit.transpose(1, 2)
 
 
-def divprune_select(embeds: torch.Tensor, k: int) -> torch.Tensor:
-    """Greedy max-min diverse subset: ``[B, N, D]`` -> sorted indices ``[B, K]``."""
-    dist = cosine_distance(embeds)
+def greedy_max_min(dist: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy max-min (k-center) selection on a distance matrix ``[B, N, N]`` -> ``[B, K]``.
+
+    The first item is the one whose minimum distance to all others is largest; each next item is
+    the one farthest (in min-distance) from the chosen set. Indices in selection order.
+    """
     b, n, _ = dist.shape
     eye = torch.eye(n, dtype=torch.bool, device=dist.device)
     first = dist.masked_fill(eye, float("inf")).amin(dim=2).argmax(dim=1)  # [B]
@@ -45,7 +48,12 @@ def divprune_select(embeds: torch.Tensor, k: int) -> torch.Tensor:
         chosen[:, step] = nxt
         min_dist = torch.minimum(min_dist, dist[rows, nxt])
         min_dist[rows, nxt] = -1.0  # chosen tokens stay at -1 (min keeps them there)
-    return chosen.sort(dim=1).values
+    return chosen
+
+
+def divprune_select(embeds: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy max-min diverse subset: ``[B, N, D]`` -> sorted indices ``[B, K]``."""
+    return greedy_max_min(cosine_distance(embeds), k).sort(dim=1).values
 
 
 @register("divprune")

@@ -16,28 +16,105 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from mmllm.reduction.base import BaseReducer, check_budget
-from mmllm.reduction.divprune import divprune_select
+from mmllm.reduction.divprune import greedy_max_min
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
 
 
-def kmeans_assign(x: torch.Tensor, weights: torch.Tensor, k: int, iters: int) -> torch.Tensor:
-    """Cluster id ``[B, N]`` for each token of ``x [B, N, D]`` (weighted spherical k-means)."""
+def grid_positions(tokens: VisualTokens) -> torch.Tensor:
+    """Each token's (row, col) in the source grid, scaled so the longer side spans [0, 1]."""
+    h, w = tokens.grid
+    rows, cols = tokens.index // w, tokens.index % w
+    return torch.stack([rows, cols], dim=-1).float() / max(h - 1, w - 1, 1)
+
+
+def cluster_assign(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    k: int,
+    iters: int,
+    pos: torch.Tensor | None = None,
+    spatial: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted spherical k-means with an optional spatial term (SLIC-style).
+
+    The distance of a token to a centre is ``1 - cos(x, c) + spatial * |pos - pos_c|``; seeds are
+    the greedy max-min (k-center) tokens under that distance, so the result is deterministic.
+    Returns the cluster id ``[B, N]`` of each token and its distance to its centre ``[B, N]``.
+    """
     unit = F.normalize(x.float(), dim=-1)
-    seeds = divprune_select(x, k)
-    centroids = unit.gather(1, seeds.unsqueeze(-1).expand(-1, -1, unit.shape[-1]))
+    use_pos = pos is not None and spatial > 0
+
+    def distance(centres: torch.Tensor, centre_pos: torch.Tensor | None) -> torch.Tensor:
+        d = 1.0 - unit @ centres.transpose(1, 2)
+        if use_pos:
+            d = d + spatial * torch.cdist(pos, centre_pos)
+        return d
+
+    seeds = greedy_max_min(distance(unit, pos), k).sort(dim=1).values
+    centres = unit.gather(1, seeds.unsqueeze(-1).expand(-1, -1, unit.shape[-1]))
+    centre_pos = pos.gather(1, seeds.unsqueeze(-1).expand(-1, -1, 2)) if use_pos else None
     for _ in range(iters):
-        assign = (unit @ centroids.transpose(1, 2)).argmax(-1)
-        sums = torch.zeros_like(centroids).scatter_add(
-            1, assign.unsqueeze(-1).expand_as(unit), unit * weights.unsqueeze(-1)
+        assign = distance(centres, centre_pos).argmin(-1)
+        w = weights.unsqueeze(-1)
+        sums = torch.zeros_like(centres).scatter_add(
+            1, assign.unsqueeze(-1).expand_as(unit), unit * w
         )
-        fresh = F.normalize(sums, dim=-1)
         empty = sums.norm(dim=-1, keepdim=True) == 0
-        centroids = torch.where(empty, centroids, fresh)
-    assign = (unit @ centroids.transpose(1, 2)).argmax(-1)
+        centres = torch.where(empty, centres, F.normalize(sums, dim=-1))
+        if use_pos:
+            mass = weights.new_zeros(weights.shape[0], k).scatter_add(1, assign, weights)
+            pos_sum = torch.zeros_like(centre_pos).scatter_add(
+                1, assign.unsqueeze(-1).expand_as(pos), pos * w
+            )
+            centre_pos = torch.where(
+                empty, centre_pos, pos_sum / mass.clamp_min(1e-12).unsqueeze(-1)
+            )
+    dist = distance(centres, centre_pos)
+    assign = dist.argmin(-1)
     # make every seed belong to its own cluster, so no cluster is empty
     assign.scatter_(1, seeds, torch.arange(k, device=x.device).expand_as(seeds))
-    return assign
+    return assign, dist.gather(2, assign.unsqueeze(-1)).squeeze(-1)
+
+
+def merge_clusters(
+    tokens: VisualTokens, assign: torch.Tensor, k: int, dist: torch.Tensor
+) -> VisualTokens:
+    """One token per cluster: the size-weighted mean of its members, at the source position of the
+    member nearest the centre (``dist``; ties within 1e-6 go to the first), with ``size`` the
+    members' total; in source order."""
+    b, n = tokens.batch_size, tokens.num_tokens
+    size = tokens.size.float()
+    new_size = size.new_zeros(b, k).scatter_add(1, assign, size)
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        summed = x.new_zeros(b, k, x.shape[-1]).scatter_add(
+            1, assign.unsqueeze(-1).expand_as(x), x * tokens.size.unsqueeze(-1).to(x.dtype)
+        )
+        return summed / new_size.unsqueeze(-1).to(x.dtype)
+
+    best = torch.full((b, k), float("inf"), device=dist.device).scatter_reduce(
+        1, assign, dist, reduce="amin"
+    )
+    is_rep = dist <= best.gather(1, assign) + 1e-6  # ties (e.g. two-member clusters): first
+    positions = torch.arange(n, device=dist.device).expand(b, n)
+    rep = torch.full((b, k), n, device=dist.device, dtype=torch.long).scatter_reduce(
+        1, assign, torch.where(is_rep, positions, n), reduce="amin"
+    )
+    changes = {
+        "embeds": mean(tokens.embeds),
+        "size": new_size.to(tokens.size.dtype),
+        "index": tokens.index.gather(1, rep),
+    }
+    if tokens.keys is not None:
+        changes["keys"] = mean(tokens.keys)
+    if tokens.attn_to_cls is not None:
+        changes["attn_to_cls"] = tokens.attn_to_cls.new_zeros(b, k).scatter_add(
+            1, assign, tokens.attn_to_cls
+        )
+    changes["ids"] = tokens.ids.gather(1, rep) if tokens.ids is not None else None
+    out = tokens.replace(**changes)
+    return out.gather(out.index.argsort(dim=1))
 
 
 @register("kmeans")
@@ -54,41 +131,5 @@ class KMeans(BaseReducer):
         return check_budget(self.spec, self.k, n_in)
 
     def reduce(self, tokens: VisualTokens, text: TextContext | None) -> VisualTokens:
-        b, n = tokens.batch_size, tokens.num_tokens
-        size = tokens.size.float()
-        assign = kmeans_assign(tokens.embeds, size, self.k, self.iters)
-        new_size = size.new_zeros(b, self.k).scatter_add(1, assign, size)
-
-        def mean(x: torch.Tensor) -> torch.Tensor:
-            summed = x.new_zeros(b, self.k, x.shape[-1]).scatter_add(
-                1, assign.unsqueeze(-1).expand_as(x), x * tokens.size.unsqueeze(-1).to(x.dtype)
-            )
-            return summed / new_size.unsqueeze(-1).to(x.dtype)
-
-        centroids = mean(tokens.embeds)
-        dist = (
-            tokens.embeds.float()
-            - centroids.float().gather(1, assign.unsqueeze(-1).expand(-1, -1, centroids.shape[-1]))
-        ).norm(dim=-1)
-        best = torch.full((b, self.k), float("inf"), device=dist.device).scatter_reduce(
-            1, assign, dist, reduce="amin"
-        )
-        is_rep = dist == best.gather(1, assign)
-        positions = torch.arange(n, device=dist.device).expand(b, n)
-        rep = torch.full((b, self.k), n, device=dist.device, dtype=torch.long).scatter_reduce(
-            1, assign, torch.where(is_rep, positions, n), reduce="amin"
-        )
-        changes = {
-            "embeds": centroids,
-            "size": new_size.to(tokens.size.dtype),
-            "index": tokens.index.gather(1, rep),
-        }
-        if tokens.keys is not None:
-            changes["keys"] = mean(tokens.keys)
-        if tokens.attn_to_cls is not None:
-            changes["attn_to_cls"] = tokens.attn_to_cls.new_zeros(b, self.k).scatter_add(
-                1, assign, tokens.attn_to_cls
-            )
-        changes["ids"] = tokens.ids.gather(1, rep) if tokens.ids is not None else None
-        out = tokens.replace(**changes)
-        return out.gather(out.index.argsort(dim=1))
+        assign, dist = cluster_assign(tokens.embeds, tokens.size.float(), self.k, self.iters)
+        return merge_clusters(tokens, assign, self.k, dist)

@@ -109,6 +109,7 @@ CONTRACT_SPECS = {
     "evit": "evit:{k},score=norm",
     "recycle": "recycle:{k}",
     "kmeans": "kmeans:{k}",
+    "coverage": "coverage:{k}",
     "dpp": "dpp:{k}",
     "fastv": "fastv:layer=1,keep={k}",
     "pdrop": "pdrop:layers=1/2,ratios=0.5/0.25",
