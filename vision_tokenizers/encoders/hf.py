@@ -83,6 +83,7 @@ class HFVisionEncoder(VisionEncoder):
         keys: bool = False,
     ):
         super().__init__()
+        self.tome = None  # set by mmllm.reduction.tome_blocks.apply_tome
         self.model = _vision_tower(model)
         config = self.model.config
         self.family = _family(self.model)
@@ -134,6 +135,13 @@ class HFVisionEncoder(VisionEncoder):
         side = self.image_size // self.patch_size
         return side, side
 
+    @property
+    def num_tokens(self) -> int:
+        h, w = self.grid
+        if self.tome is not None:
+            return self.tome.output_len(h * w, int(self.model.config.num_hidden_layers))
+        return h * w
+
     def _store_keys(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
         self._keys = output
 
@@ -184,4 +192,6 @@ class HFVisionEncoder(VisionEncoder):
         if self.want_keys:
             fields["keys"] = self._keys[:, prefix:]
             self._keys = None
+        if self.tome is not None:
+            fields["size"], fields["index"] = self.tome.size, self.tome.index
         return VisualTokens(grid=self.grid, source=self.name, **fields)
