@@ -8,6 +8,7 @@ any pixel is encoded.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,11 @@ class Adapter(nn.Module):
     def forward(self, tokens: VisualTokens) -> torch.Tensor:
         raise NotImplementedError
 
+    def token_projector(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Features ``[B, N, Dv]`` -> LLM space ``[B, N, D]`` token by token, if this adapter maps
+        each token on its own (text-conditioned reducers compare with the prompt there)."""
+        return None
+
 
 @register_adapter("mlp2x_gelu")
 class MLP2xGELU(Adapter):
@@ -59,6 +65,9 @@ class MLP2xGELU(Adapter):
 
     def forward(self, tokens: VisualTokens) -> torch.Tensor:
         return self.net(self.norm(tokens.embeds))
+
+    def token_projector(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda embeds: self.net(self.norm(embeds))
 
 
 @register_adapter("pixel_shuffle")

@@ -164,11 +164,29 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
             return self.adapter(tokens, side=adapter_side)
         return self.adapter(tokens)
 
+    def text_context(
+        self, embeds: torch.Tensor, image_mask: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> TextContext:
+        """Each image's instruction: the text embeddings of the sequence it sits in (image and
+        padding positions masked out), with the adapter as the visual->text projection."""
+        per_image = self.num_image_tokens()
+        rows = torch.arange(len(embeds), device=embeds.device).repeat_interleave(
+            image_mask.sum(1) // per_image
+        )
+        text_mask = ~image_mask if attention_mask is None else (~image_mask & attention_mask.bool())
+        return TextContext(
+            embeds=embeds[rows],
+            mask=text_mask[rows],
+            projected=True,
+            project=self.adapter.token_projector(),
+        )
+
     def embed(
         self,
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None,
         adapter_side: int | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         embeds = self.llm.get_input_embeddings()(input_ids)
         mask = input_ids == self.image_token_id
@@ -177,7 +195,8 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
             if n_slots:
                 raise MMLLMError(f"the text has {n_slots} image placeholder tokens but no images")
             return embeds
-        visual = self.encode_images(pixel_values, adapter_side=adapter_side)
+        text = self.text_context(embeds, mask, attention_mask) if self.reducer.uses_text else None
+        visual = self.encode_images(pixel_values, text=text, adapter_side=adapter_side)
         if visual.numel() // visual.shape[-1] != n_slots:
             raise MMLLMError(
                 f"{len(pixel_values)} image(s) give {visual.shape[0] * visual.shape[1]} visual "
@@ -195,7 +214,7 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         adapter_side: int | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        embeds = self.embed(input_ids, pixel_values, adapter_side)
+        embeds = self.embed(input_ids, pixel_values, adapter_side, attention_mask)
         lm = self._causal_lm()
         hidden = lm.get_decoder()(
             inputs_embeds=embeds, attention_mask=attention_mask
@@ -224,7 +243,7 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         pixel_values: torch.Tensor | None,
     ) -> torch.Tensor:
         """Last-position logits of the prompt (what prefill costs), in-LLM drops included."""
-        embeds = self.embed(input_ids, pixel_values)
+        embeds = self.embed(input_ids, pixel_values, attention_mask=attention_mask)
         inside = self._in_llm()
         if inside is not None:
             from mmllm.reduction.in_llm import DropRunner
@@ -245,7 +264,7 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """New token ids only (the prompt is given as embeddings)."""
-        embeds = self.embed(input_ids, pixel_values)
+        embeds = self.embed(input_ids, pixel_values, attention_mask=attention_mask)
         inside = self._in_llm()
         if inside is not None:
             from mmllm.reduction.in_llm import generate_with_drops

@@ -10,8 +10,9 @@ Relevance: the mean cosine similarity of each visual token to the instruction's 
 embeddings (``TextContext.embeds``), min-max normalised to [0, 1] per image, then
 ``q = exp(theta * relevance)`` (``theta`` trades relevance against diversity; theta = 0 is plain
 diversity). Deviations: the paper computes relevance with the encoder's text tower (CLIP/SigLIP);
-mmllm uses the text embeddings given in the TextContext, which must live in the visual features'
-space (same width). Without text, q = 1 and the reducer is a pure-diversity DPP.
+mmllm uses the text embeddings the LLM reads (``TextContext.embeds``), compared with the visual
+tokens mapped into the same space by ``TextContext.project`` (the model's adapter; the model
+passes both). Without text, q = 1 and the reducer is a pure-diversity DPP.
 """
 
 from __future__ import annotations
@@ -84,12 +85,13 @@ class ConditionalDPP(BaseReducer):
         unit = F.normalize(tokens.embeds.float(), dim=-1)
         kernel = unit @ unit.transpose(1, 2)
         if text is not None and self.theta != 0:
-            if text.embeds.shape[-1] != tokens.embeds.shape[-1]:
+            visual = tokens.embeds if text.project is None else text.project(tokens.embeds)
+            if text.embeds.shape[-1] != visual.shape[-1]:
                 raise MissingSideInfoError(
                     f"reducer '{self.spec}': text embeddings have width {text.embeds.shape[-1]} "
-                    f"but visual tokens {tokens.embeds.shape[-1]}; give a TextContext in the "
-                    "visual feature space (or theta=0 for diversity only)"
+                    f"but visual tokens {visual.shape[-1]}; give a TextContext with a `project` "
+                    "from visual features to the text space (or theta=0 for diversity only)"
                 )
-            q = torch.exp(self.theta * relevance(tokens.embeds, text))
+            q = torch.exp(self.theta * relevance(visual, text))
             kernel = q.unsqueeze(2) * kernel * q.unsqueeze(1)
         return tokens.gather(dpp_greedy_map(kernel, self.k))

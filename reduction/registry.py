@@ -53,6 +53,10 @@ class Chain(BaseReducer):
     def required_fields(self) -> tuple[str, ...]:
         return self.stages[0].required_fields()
 
+    @property
+    def uses_text(self) -> bool:  # type: ignore[override]
+        return any(stage.uses_text for stage in self.stages)
+
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
         n = n_in
         for i, stage in enumerate(self.stages):

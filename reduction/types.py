@@ -8,6 +8,7 @@ so positions and proportional attention survive pruning and merging.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -37,12 +38,15 @@ class TextContext:
 
     ``embeds [B, T, D]`` are the LLM input embeddings of the text tokens (already projected into
     the same space as the adapted visual tokens when ``projected`` is true); ``mask [B, T]`` marks
-    real (1) vs padding (0) positions.
+    real (1) vs padding (0) positions. ``project`` (optional) maps visual features ``[B, N, Dv]``
+    into the text embeddings' space -- the model's token-wise adapter -- so a reducer can compare
+    visual tokens with the instruction the LLM will read.
     """
 
     embeds: Tensor
     mask: Tensor | None = None
     projected: bool = False
+    project: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.embeds.dim() != 3:

@@ -102,3 +102,26 @@ def test_frozen_encoder_stays_in_eval_mode(tiny):
     model.train()
     assert model.adapter.training and model.llm.training
     assert not model.encoder.training
+
+
+def test_text_conditioned_reducer_gets_the_prompt_in_llm_space(conversations, images, tiny):
+    """dpp (CDPruner) scores relevance against the text the LLM reads, through the adapter."""
+    model = tiny.model()
+    model.set_reduction("dpp:4,theta=5")
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    seen = {}
+    reduce = model.reducer.reduce
+
+    def spy(tokens, text):
+        seen["text"] = text
+        return reduce(tokens, text)
+
+    model.reducer.reduce = spy
+    assert torch.isfinite(model(**batch).loss)
+    text = seen["text"]
+    ids = batch["input_ids"]
+    assert torch.equal(text.mask, (ids != model.image_token_id) & batch["attention_mask"].bool())
+    torch.testing.assert_close(text.embeds, model.llm.get_input_embeddings()(ids))
+    visual = model.encoder(batch["pixel_values"]).embeds
+    assert text.project(visual).shape[-1] == text.embeds.shape[-1]
