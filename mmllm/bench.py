@@ -31,8 +31,9 @@ METHODS = {
         f"contextual={k - max(1, round(0.8 * k))},score=norm"
     ),
     "divprune": lambda k, n, g: f"divprune:{k}",
-    "dpp": lambda k, n, g: f"dpp:{k},theta=0",
-    "tome": lambda k, n, g: _tome_chain(n, k),
+    "dpp": lambda k, n, g: f"dpp:{k}",
+    "tome": lambda k, n, g: _merge_chain("tome", n, k),
+    "pitome": lambda k, n, g: _merge_chain("pitome", n, k),
     "evit": lambda k, n, g: f"evit:{k - 1},score=norm" if k > 1 else None,
     "recycle": lambda k, n, g: f"recycle:{k}",
     "kmeans": lambda k, n, g: f"kmeans:{k}",
@@ -41,15 +42,24 @@ METHODS = {
         f"pdrop:layers=2/8/16,ratios={min(1, 4 * k / n):.3f}/{min(1, 2 * k / n):.3f}/{k / n:.3f}"
     ),
     "todre": lambda k, n, g: f"todre:{k},layer=8",
+    "coverage": lambda k, n, g: f"coverage:{k}",
+}
+
+#: The ablation of mmllm's own method (``--methods`` picks them like any method).
+ABLATIONS = {
+    "coverage-no-spatial": lambda k, n, g: f"coverage:{k},spatial=0",
+    "coverage-no-lloyd": lambda k, n, g: f"coverage:{k},iters=0",
+    "coverage-spatial-2": lambda k, n, g: f"coverage:{k},spatial=2",
+    "divprune+coverage-seeds": lambda k, n, g: f"coverage:{k},spatial=0,iters=0",
 }
 
 
-def _tome_chain(n: int, k: int) -> str:
-    """ToMe stages (each merges at most half) that take n tokens down to exactly k."""
+def _merge_chain(name: str, n: int, k: int) -> str:
+    """ToMe/PiToMe stages (each merges at most half) that take n tokens down to exactly k."""
     stages = []
     while n > k:
         r = min(n // 2, n - k)
-        stages.append(f"tome:r={r}")
+        stages.append(f"{name}:r={r}")
         n -= r
     return "+".join(stages)
 
@@ -91,7 +101,7 @@ def run_reduction_bench(
     for method in methods:
         for frac in FRACTIONS:
             k = max(1, round(frac * n_full))
-            spec = METHODS[method](k, n_full, side)
+            spec = {**METHODS, **ABLATIONS}[method](k, n_full, side)
             if spec is None:
                 continue
             result = evaluate(model, samples, spec, batch_size)
@@ -107,6 +117,12 @@ def run_reduction_bench(
 def _row(
     method: str, spec: str, r: EvalResult, full: EvalResult, reducer_ms: float, frac: float = 1.0
 ):
+    from mmllm.reduction import build
+    from mmllm.reduction.in_llm import split_in_llm
+
+    llm_ms, full_llm_ms = r.prefill_ms - r.vision_ms, full.prefill_ms - full.vision_ms
+    before_llm = split_in_llm(build(spec))[1] is None
+    ideal = full.prompt_tokens / r.prompt_tokens if r.prompt_tokens else 0.0
     return {
         "method": method,
         "spec": spec,
@@ -116,6 +132,12 @@ def _row(
         "retention": r.overall / full.overall if full.overall else 0.0,
         "per_task": r.per_task,
         "prefill_ms": r.prefill_ms,
+        "llm_prefill_ms": llm_ms,
+        "vision_ms": r.vision_ms,
+        "prompt_tokens": r.prompt_tokens,
+        "speedup": full.prefill_ms / r.prefill_ms if r.prefill_ms else 0.0,
+        "llm_speedup": full_llm_ms / llm_ms if llm_ms > 0 else 0.0,
+        "ideal_speedup": ideal if before_llm else None,
         "total_ms": r.total_ms,
         "reducer_ms": reducer_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -133,7 +155,10 @@ def _write(rows: list[dict], out: Path, samples) -> None:
         "overall %",
         "retention %",
         *tasks,
+        "prompt tokens",
         "prefill ms",
+        "LLM prefill ms",
+        "speed-up (LLM) / ideal",
         "reducer ms",
         "peak RSS MB",
     ]
@@ -153,13 +178,24 @@ def _write(rows: list[dict], out: Path, samples) -> None:
             f"{100 * r['overall']:.1f}",
             f"{100 * r['retention']:.0f}",
             *[f"{100 * r['per_task'].get(t, 0):.0f}" for t in tasks],
+            f"{r['prompt_tokens']:.0f}",
             f"{r['prefill_ms']:.0f}",
+            f"{r['llm_prefill_ms']:.0f}",
+            _speedup_cell(r),
             f"{r['reducer_ms']:.2f}",
             f"{r['peak_rss_mb']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     (out / "reduction.md").write_text("\n".join(lines) + "\n")
     _plot(rows, out / "reduction.png")
+
+
+def _speedup_cell(row: dict) -> str:
+    """``1.9x (2.3x) / 2.4x``: prefill and LLM-only speed-up over full tokens, then the ideal."""
+    if row["method"] == "full":
+        return "1x"
+    ideal = "-" if row["ideal_speedup"] is None else f"{row['ideal_speedup']:.1f}x"
+    return f"{row['speedup']:.1f}x ({row['llm_speedup']:.1f}x) / {ideal}"
 
 
 def _plot(rows: list[dict], path: Path) -> None:

@@ -266,19 +266,26 @@ def merge(
 def bench_reduction(
     data: Path = typer.Option(..., "--data", help="Held-out data folder."),
     model: Path = typer.Option(None, "--model", help="Checkpoint folder (default: shipped model)."),
-    methods: str = typer.Option("", "--methods", help="Comma-separated methods (default: all)."),
+    methods: str = typer.Option(
+        "",
+        "--methods",
+        help="Comma-separated methods (default: all); 'ablation' adds coverage's ablation rows.",
+    ),
     limit: int = typer.Option(None, "--limit", min=1, help="Use the first N samples."),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),
 ):
     """Every reducer at 50/25/11.1/5.6% of the visual tokens: accuracy, retention, timings."""
-    from mmllm.bench import METHODS, run_reduction_bench
+    from mmllm.bench import ABLATIONS, METHODS, run_reduction_bench
     from mmllm.data.dataset import load_dataset
     from mmllm.default_model import load_model
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] or list(METHODS)
-    unknown = [m for m in chosen if m not in METHODS]
+    if "ablation" in chosen:
+        chosen = [m for m in chosen if m != "ablation"] + list(ABLATIONS)
+    known = {**METHODS, **ABLATIONS}
+    unknown = [m for m in chosen if m not in known]
     if unknown:
-        raise MMLLMError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        raise MMLLMError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}")
     samples = load_dataset(data)[:limit]
     run_reduction_bench(load_model(model), samples, chosen, out)
     console.print((out / "reduction.md").read_text())

@@ -1,8 +1,10 @@
 """``mmllm eval``: exact-match accuracy per task, visual tokens, prefill and end-to-end time.
 
 Prefill time is one forward pass over the prompt (encoder, reducer, adapter and the LLM on all
-prompt positions, vocabulary projection on the last one); total time is greedy generation of
-the whole answer. Both are per sample (batch time / batch size) after one warm-up batch.
+prompt positions, vocabulary projection on the last one); vision time is the encoder, reducer and
+adapter alone (timed in a separate call, so prefill minus vision is the LLM's part); total time
+is greedy generation of the whole answer. All per sample (batch time / batch size) after one
+warm-up batch. ``prompt_tokens`` is the mean prompt length the LLM receives.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class EvalResult:
     visual_tokens: int
     prefill_ms: float
     total_ms: float
+    prompt_tokens: float = 0.0
+    vision_ms: float = 0.0
     predictions: list[dict] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
@@ -59,8 +63,8 @@ def evaluate(
     model.eval()
     correct: dict[str, list[bool]] = defaultdict(list)
     predictions = []
-    prefill_s = total_s = 0.0
-    timed = 0
+    prefill_s = total_s = vision_s = 0.0
+    timed = prompt_tokens = 0
     batches = list(_batches(samples, batch_size))
     for i, batch in enumerate(
         tqdm(batches, desc=f"eval {model.config.reduction}", disable=not progress)
@@ -70,11 +74,16 @@ def evaluate(
         model.prefill_logits(inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"])
         prefill = time.perf_counter() - start
         start = time.perf_counter()
+        model.encode_images(inputs["pixel_values"])
+        vision = time.perf_counter() - start
+        prompt_tokens += int(inputs["attention_mask"].sum())
+        start = time.perf_counter()
         ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         total = time.perf_counter() - start
         if i > 0 or len(batches) == 1:  # first batch is the warm-up
             prefill_s += prefill
             total_s += total
+            vision_s += vision
             timed += len(batch)
         for sample, answer in zip(batch, processor.decode(ids), strict=True):
             ok = exact_match(answer, sample.answer or "")
@@ -98,6 +107,8 @@ def evaluate(
         visual_tokens=model.num_image_tokens(),
         prefill_ms=1000 * prefill_s / max(timed, 1),
         total_ms=1000 * total_s / max(timed, 1),
+        prompt_tokens=prompt_tokens / max(n, 1),
+        vision_ms=1000 * vision_s / max(timed, 1),
         predictions=predictions,
     )
 

@@ -2,14 +2,14 @@ import json
 
 from mmllm.reduction import build
 
-from mmllm.bench import METHODS, _tome_chain, run_reduction_bench
+from mmllm.bench import ABLATIONS, METHODS, _merge_chain, run_reduction_bench
 from mmllm.data.dataset import load_dataset
 from mmllm.data.generate import make_dataset
 
 
 def test_every_method_builds_at_every_budget_of_the_default_grid():
     n, side = 49, 7
-    for method, spec_for in METHODS.items():
+    for method, spec_for in {**METHODS, **ABLATIONS}.items():
         for frac in (0.5, 0.25, 0.111, 0.056):
             k = max(1, round(frac * n))
             spec = spec_for(k, n, side)
@@ -19,9 +19,10 @@ def test_every_method_builds_at_every_budget_of_the_default_grid():
             assert reducer.output_len(n, (side, side)) <= n, (method, spec)
 
 
-def test_tome_chain_reaches_exactly_k():
-    for k in (1, 3, 12, 24, 48):
-        assert build(_tome_chain(49, k)).output_len(49) == k
+def test_merge_chains_reach_exactly_k():
+    for name in ("tome", "pitome"):
+        for k in (1, 3, 12, 24, 48):
+            assert build(_merge_chain(name, 49, k)).output_len(49) == k
 
 
 def test_bench_writes_table_json_and_plot(tmp_path, tiny):
@@ -37,4 +38,9 @@ def test_bench_writes_table_json_and_plot(tmp_path, tiny):
     saved = json.loads((tmp_path / "out" / "reduction.json").read_text())
     assert len(saved) == len(rows)
     assert (tmp_path / "out" / "reduction.png").is_file()
-    assert "| divprune |" in (tmp_path / "out" / "reduction.md").read_text()
+    table = (tmp_path / "out" / "reduction.md").read_text()
+    assert "| divprune |" in table
+    half = rows[1]  # random at 50%: fewer prompt tokens, an ideal speed-up above 1
+    assert half["prompt_tokens"] < rows[0]["prompt_tokens"]
+    assert half["ideal_speedup"] == rows[0]["prompt_tokens"] / half["prompt_tokens"] > 1
+    assert 0 < rows[0]["vision_ms"] < rows[0]["prefill_ms"]
