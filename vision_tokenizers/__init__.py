@@ -1,5 +1,6 @@
-"""Visual tokenizers: continuous encoders (HF vision models, EfficientNet-lite) and, later,
-discrete tokenizers (VQ, FSQ, LFQ, BSQ, RVQ). All return :class:`~mmllm.reduction.VisualTokens`.
+"""Visual tokenizers: continuous encoders (HF vision models, EfficientNet-lite) returning
+:class:`~mmllm.reduction.VisualTokens`, and the quantizers of discrete tokenizers (VQ, FSQ, LFQ,
+BSQ, RVQ, group-wise LFQ) in :mod:`mmllm.vision_tokenizers.quantizers`.
 """
 
 from mmllm.vision_tokenizers.encoders import EfficientNetLiteEncoder, HFVisionEncoder, VisionEncoder
