@@ -145,9 +145,11 @@ def train(
     output: Path = typer.Option(None, "--output", help="Override train.output_dir."),
     init_from: Path = typer.Option(None, "--init-from", help="Override model.init_from."),
 ):
-    """Train a model from a recipe (transformers Trainer; works under accelerate/torchrun)."""
-    from mmllm.recipe import load_recipe
+    """Train a model or an image tokenizer from a recipe (transformers Trainer; works under
+    accelerate/torchrun)."""
+    from mmllm.recipe import TokenizerRecipe, load_recipe
     from mmllm.train import train as run_train
+    from mmllm.train_tokenizer import train_tokenizer
 
     overrides = {
         key: str(value)
@@ -159,7 +161,9 @@ def train(
         )
         if value is not None
     }
-    final = run_train(load_recipe(recipe, overrides), smoke=smoke, resume=resume)
+    loaded = load_recipe(recipe, overrides)
+    run = train_tokenizer if isinstance(loaded, TokenizerRecipe) else run_train
+    final = run(loaded, smoke=smoke, resume=resume)
     console.print(f"saved {final}")
 
 

@@ -109,6 +109,66 @@ class Recipe(_Strict):
                 raise MMLLMError(f"recipe '{self.name}': {label} = {path} does not exist{hint}")
 
 
+class TokenizerModelSection(_Strict):
+    """``TokenizerConfig`` of :mod:`mmllm.vision_tokenizers.discrete`."""
+
+    kind: Literal["conv2d", "titok"] = "conv2d"
+    image_size: int = Field(64, gt=0)
+    channels: int = Field(64, gt=0)
+    latent_dim: int = Field(8, gt=0)
+    downsample: int = Field(8, gt=0)
+    num_latents: int = Field(32, gt=0)
+    patch_size: int = Field(8, gt=0)
+    depth: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    quantizer: dict[str, Any] = {"name": "fsq", "levels": [8, 5, 5, 5]}
+
+
+class TokenizerLossSection(_Strict):
+    l1: float = Field(1.0, ge=0, description="weight of |x - x_hat|")
+    l2: float = Field(0.0, ge=0, description="weight of |x - x_hat|^2")
+    align: float = Field(
+        0.0, ge=0, description="VA-VAE alignment of latents to frozen EfficientNet features"
+    )
+    perturb: float = Field(
+        0.0, ge=0, lt=1, description="probability of replacing a token by a random code"
+    )
+
+
+class TokenizerTrainSection(_Strict):
+    output_dir: Path
+    max_steps: int = Field(1000, gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    warmup_ratio: float = Field(0.02, ge=0, lt=1)
+    save_steps: int = Field(200, gt=0)
+    logging_steps: int = Field(10, gt=0)
+    seed: int = 0
+
+
+class TokenizerSmokeSection(_Strict):
+    max_steps: int = Field(2, gt=0)
+    train_samples: int = Field(8, gt=0)
+    batch_size: int = Field(2, gt=0)
+
+
+class TokenizerRecipe(_Strict):
+    """A discrete image tokenizer trained on a folder of images (``tokenizer:`` section)."""
+
+    name: str
+    description: str = ""
+    tokenizer: TokenizerModelSection = TokenizerModelSection()
+    data: DataSection
+    losses: TokenizerLossSection = TokenizerLossSection()
+    train: TokenizerTrainSection
+    smoke: TokenizerSmokeSection = TokenizerSmokeSection()
+
+    def check_paths(self) -> None:
+        for label, path in (("data.train", self.data.train), ("data.eval", self.data.eval)):
+            if path is not None and not path.exists():
+                raise MMLLMError(f"recipe '{self.name}': {label} = {path} does not exist")
+
+
 def _set(tree: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for key in parents:
@@ -116,10 +176,13 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+def load_recipe(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> Recipe | TokenizerRecipe:
     """Read and validate a recipe; ``overrides`` set dotted keys (``{"data.train": "..."}``).
 
-    Relative paths in the file are resolved against the working directory.
+    A recipe with a ``tokenizer`` section trains a discrete image tokenizer; any other trains
+    the vision-language model. Relative paths are resolved against the working directory.
     """
     path = Path(path)
     if not path.is_file():
@@ -138,8 +201,9 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         raise MMLLMError(f"{path}: a recipe is a YAML mapping")
     for key, value in (overrides or {}).items():
         _set(raw, key, value)
+    schema = TokenizerRecipe if "tokenizer" in raw else Recipe
     try:
-        return Recipe.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']}" for e in err.errors()
