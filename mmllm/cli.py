@@ -295,6 +295,26 @@ def bench_reduction(
     console.print((out / "reduction.md").read_text())
 
 
+@bench_app.command("tokenizers")
+def bench_tokenizers(
+    data: Path = typer.Option(..., "--data", help="Training images (any folder)."),
+    eval_data: Path = typer.Option(..., "--eval-data", help="Held-out images."),
+    configs: str = typer.Option("", "--configs", help="Comma-separated configs (default: all)."),
+    steps: int = typer.Option(300, "--steps", min=1, help="Training steps per configuration."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),
+):
+    """Quantizers and 2D vs 1D tokenizers at equal bits per image: PSNR, SSIM, codebook usage."""
+    from mmllm.bench_tokenizers import CONFIGS, run_tokenizer_bench
+
+    names = [c.strip() for c in configs.split(",") if c.strip()] or list(CONFIGS)
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        raise MMLLMError(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
+    run_tokenizer_bench(data, eval_data, out, names, steps, batch_size)
+    console.print((out / "tokenizers.md").read_text())
+
+
 @app.command()
 def version():
     """Print the mmllm version."""

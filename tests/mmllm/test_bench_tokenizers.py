@@ -1,0 +1,35 @@
+import json
+
+import pytest
+from mmllm.vision_tokenizers.quantizers import build_quantizer
+
+from mmllm.bench_tokenizers import bits_per_token, run_tokenizer_bench
+from mmllm.data.generate import make_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def test_bits_per_token_counts_stages_and_groups():
+    assert bits_per_token(build_quantizer("fsq", levels=[8, 8, 4, 4])) == 10
+    assert (
+        bits_per_token(build_quantizer("rvq", stage="fsq", num_stages=2, levels=[4, 2, 2, 2])) == 10
+    )
+    assert bits_per_token(build_quantizer("group", dim=12, groups=3)) == 12
+    assert bits_per_token(build_quantizer("vq", dim=4, codebook_size=1024)) == 10
+
+
+def test_bench_writes_rows_table_and_plot(tmp_path):
+    make_dataset(tmp_path / "data", 4, seed=5, split="train", progress=False)
+    rows = run_tokenizer_bench(
+        tmp_path / "data",
+        tmp_path / "data",
+        tmp_path / "out",
+        ["2d-fsq-64", "1d-fsq-16"],
+        1,
+        smoke=True,
+    )
+    assert [r["bits_per_image"] for r in rows] == [640, 160]
+    assert all(r["psnr"] > 0 and 0 < r["codebook_usage"] <= 1 for r in rows)
+    assert json.loads((tmp_path / "out" / "tokenizers.json").read_text()) == rows
+    assert (tmp_path / "out" / "tokenizers.png").is_file()
+    assert "| 2d-fsq-64 |" in (tmp_path / "out" / "tokenizers.md").read_text()
