@@ -135,3 +135,17 @@ def test_output_len_equals_real_length(name, batch, side, dim, frac):
     assert out.num_tokens == reducer.output_len(n, (side, side))
     assert out.embeds.shape == (batch, out.num_tokens, dim)
     assert out.index.shape == out.size.shape == (batch, out.num_tokens)
+
+
+@pytest.mark.parametrize("name", sorted(REDUCERS))
+def test_bf16_batched_and_deterministic(name):
+    """Every reducer keeps bf16, handles B > 1 with different rows, and repeats itself exactly."""
+    gen = torch.Generator().manual_seed(0)
+    embeds = torch.randn(3, 49, 8, generator=gen).to(torch.bfloat16)
+    reducer = build(CONTRACT_SPECS[name].format(k=7, half=12))
+    first, second = reducer(VisualTokens(embeds=embeds)), reducer(VisualTokens(embeds=embeds))
+    assert first.embeds.dtype == torch.bfloat16 and torch.isfinite(first.embeds.float()).all()
+    assert torch.equal(first.embeds, second.embeds) and torch.equal(first.index, second.index)
+    if name != "random":  # random draws per row position, by design
+        alone = reducer(VisualTokens(embeds=embeds[1:2]))  # rows do not depend on neighbours
+        assert torch.equal(alone.index[0], first.index[1])
