@@ -125,7 +125,10 @@ def test_eval_json_chat_and_merge(stage2, data, tmp_path, capsys):
         "visual_tokens",
         "prefill_ms",
         "total_ms",
+        "prompt_tokens",
+        "vision_ms",
     }
+    assert first["prompt_tokens"] > first["visual_tokens"] and first["vision_ms"] > 0
     assert first["n"] == 4 and 0 <= first["overall"] <= 1
     assert out["results"][1]["visual_tokens"] < first["visual_tokens"]
     assert (tmp_path / "p.png").is_file()
