@@ -15,7 +15,6 @@ back in source order; a merged token keeps the ``index`` of its B destination.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -24,9 +23,8 @@ import torch.nn.functional as F
 from mmllm.reduction.base import BaseReducer
 from mmllm.reduction.merging import merge_into_nearest
 from mmllm.reduction.registry import register
+from mmllm.reduction.tome import merge_count
 from mmllm.reduction.types import TextContext, VisualTokens
-
-from mmllm.errors import BudgetError
 
 
 def energy_scores(metric: torch.Tensor, margin: float, alpha: float = 1.0) -> torch.Tensor:
@@ -64,13 +62,7 @@ class PiToMe(BaseReducer):
             raise ValueError(f"r must be positive, got {self.r}")
 
     def merges(self, n_in: int) -> int:
-        r = math.floor(self.r * n_in) if self.r < 1 else int(self.r)
-        if r > n_in // 2:
-            raise BudgetError(
-                f"{self.spec}: one PiToMe step merges at most {n_in // 2} of {n_in} tokens, "
-                f"asked for {r}; chain two pitome stages for more"
-            )
-        return r
+        return merge_count(self.spec, "pitome", self.r, n_in)
 
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
         return n_in - self.merges(n_in)

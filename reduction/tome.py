@@ -29,6 +29,18 @@ from mmllm.reduction.types import TextContext, VisualTokens
 from mmllm.errors import BudgetError
 
 
+def merge_count(spec: str, name: str, r: float, n_in: int) -> int:
+    """Merges one matching step makes: ``r`` is a fraction of ``n_in`` if < 1, else a count; a
+    bipartite step merges at most ``n_in // 2`` (shared by ``tome`` and ``pitome``)."""
+    count = math.floor(r * n_in) if r < 1 else int(r)
+    if count > n_in // 2:
+        raise BudgetError(
+            f"{spec}: one {name} step merges at most {n_in // 2} of {n_in} tokens, "
+            f"asked for {count}; chain two {name} stages for more"
+        )
+    return count
+
+
 def bipartite_match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Which A tokens merge, and into which B token.
 
@@ -106,13 +118,7 @@ class ToMe(BaseReducer):
         return ("keys",) if self.metric == "keys" else ("embeds",)
 
     def merges(self, n_in: int) -> int:
-        r = math.floor(self.r * n_in) if self.r < 1 else int(self.r)
-        if r > n_in // 2:
-            raise BudgetError(
-                f"{self.spec}: one bipartite matching merges at most {n_in // 2} of {n_in} tokens, "
-                f"asked for {r}; chain two tome stages for more"
-            )
-        return r
+        return merge_count(self.spec, "tome", self.r, n_in)
 
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
         return n_in - self.merges(n_in)
