@@ -5,8 +5,12 @@ from mmllm.reduction import VisualTokens, build
 from mmllm.errors import BudgetError
 
 
-def reference_tome(x: torch.Tensor, size: torch.Tensor, r: int):
-    """Plain ToMe on one row: A = even, B = odd; merge the r best-matched A into their B."""
+def reference_tome(x: torch.Tensor, size: torch.Tensor, r: int, feats: torch.Tensor | None = None):
+    """Plain ToMe on one row: A = even, B = odd; merge the r best-matched A into their B.
+
+    Matching uses ``x``; the size-weighted merge applies to ``feats`` (default ``x``).
+    """
+    feats = x if feats is None else feats
     n = x.shape[0]
     a_idx, b_idx = list(range(0, n, 2)), list(range(1, n, 2))
 
@@ -16,13 +20,13 @@ def reference_tome(x: torch.Tensor, size: torch.Tensor, r: int):
     best = {i: max(b_idx, key=lambda j: (cos(i, j), -j)) for i in a_idx}
     ranked = sorted(a_idx, key=lambda i: (-cos(i, best[i]), i))
     merged = ranked[:r]
-    feats = {i: x[i].double() * float(size[i]) for i in range(n)}
+    acc = {i: feats[i].double() * float(size[i]) for i in range(n)}
     sizes = {i: float(size[i]) for i in range(n)}
     for i in merged:
-        feats[best[i]] += feats.pop(i)
+        acc[best[i]] += acc.pop(i)
         sizes[best[i]] += sizes.pop(i)
-    keep = sorted(feats)
-    return keep, torch.stack([feats[i] / sizes[i] for i in keep]), [sizes[i] for i in keep]
+    keep = sorted(acc)
+    return keep, torch.stack([acc[i] / sizes[i] for i in keep]), [sizes[i] for i in keep]
 
 
 @pytest.mark.parametrize(("n", "r"), [(10, 3), (11, 5), (16, 8), (7, 1)])

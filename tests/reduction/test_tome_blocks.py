@@ -7,6 +7,7 @@ import torch
 from mmllm.reduction.tome_blocks import ToMeBlock, ToMeState, apply_tome
 from mmllm.vision_tokenizers import HFVisionEncoder
 from mmllm.vision_tokenizers.encoders.hf import _encoder_layers
+from test_tome import reference_tome  # loop ToMe reference, shared
 from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
 from mmllm.errors import MMLLMError
@@ -47,30 +48,11 @@ def reference_block(layer, x: torch.Tensor, size: torch.Tensor, r: int, prefix: 
     rows, sizes = [], []
     for row in range(b):
         patches = x[row, prefix:]
-        _, merged, new_size = reference_tome_features(metric[row, prefix:], patches, size[row], r)
+        _, merged, new_size = reference_tome(metric[row, prefix:], size[row], r, feats=patches)
         rows.append(torch.cat([x[row, :prefix].double(), merged]))
         sizes.append(new_size)
     x = torch.stack(rows).float()
     return x + layer.mlp(layer.layer_norm2(x)), sizes
-
-
-def reference_tome_features(metric, feats, size, r):
-    """ToMe on one row with loops: match on ``metric`` (keys), merge ``feats`` size-weighted."""
-    n = metric.shape[0]
-    a_idx, b_idx = list(range(0, n, 2)), list(range(1, n, 2))
-
-    def cos(i, j):
-        return float(torch.nn.functional.cosine_similarity(metric[i], metric[j], dim=0))
-
-    best = {i: max(b_idx, key=lambda j: (cos(i, j), -j)) for i in a_idx}
-    ranked = sorted(a_idx, key=lambda i: (-cos(i, best[i]), i))
-    acc = {i: feats[i].double() * float(size[i]) for i in range(n)}
-    sizes = {i: float(size[i]) for i in range(n)}
-    for i in ranked[:r]:
-        acc[best[i]] += acc.pop(i)
-        sizes[best[i]] += sizes.pop(i)
-    keep = sorted(acc)
-    return keep, torch.stack([acc[i] / sizes[i] for i in keep]), [sizes[i] for i in keep]
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
