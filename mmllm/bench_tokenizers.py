@@ -60,6 +60,7 @@ def run_tokenizer_bench(
 ) -> list[dict]:
     """Train and score each configuration; returns the rows it writes."""
     from mmllm.train_tokenizer import train_tokenizer
+    from mmllm.vision_tokenizers.discrete import DiscreteTokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -81,8 +82,6 @@ def run_tokenizer_bench(
             }
         )
         final = train_tokenizer(recipe, smoke=smoke)
-        from mmllm.vision_tokenizers.discrete import DiscreteTokenizer
-
         bits = bits_per_token(DiscreteTokenizer.from_pretrained(final).quantizer)
         metrics = json.loads((final / "metrics.json").read_text())
         tokens = metrics["tokens_per_image"]
