@@ -9,19 +9,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = [
-    "mmllm",
-    "mmllm.data",
-    "mmllm.assets",
-    "mmllm.default_model_weights",
-    "mmllm.vision_tokenizers",
-    "mmllm.vision_tokenizers.encoders",
-    "mmllm.reduction",
-    "mmllm.kernels",
-    "mmllm.serving",
-    "mmllm.recipes",
-    "mmllm.cli",
-]
+TOP_LEVEL = {
+    "mmllm": "mmllm",
+    "vision_tokenizers": "mmllm.vision_tokenizers",
+    "reduction": "mmllm.reduction",
+    "kernels": "mmllm.kernels",
+    "serving": "mmllm.serving",
+    "recipes": "mmllm.recipes",
+}
+
+
+def source_packages() -> list[str]:
+    """Every folder of the source tree with an ``__init__.py``, as its installed module name:
+    a subpackage added to the tree but not to pyproject's list is then caught here."""
+    names = []
+    for folder, module in TOP_LEVEL.items():
+        for init in sorted((ROOT / folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            names.append(".".join((module, *rel)))
+    return names
+
+
+SUBPACKAGES = [*source_packages(), "mmllm.cli"]
 
 
 @pytest.fixture(scope="module")
