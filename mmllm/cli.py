@@ -175,15 +175,29 @@ def chat(
     reduction: str = typer.Option(None, "--reduction", help="Reducer spec to run the model at."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
+    server: str = typer.Option(
+        None, "--server", help="URL of an `mmllm serve` (OpenAI-compatible) server to ask instead."
+    ),
 ):
     """Ask the model about images (one question, or an interactive multi-turn session)."""
     from mmllm.chat import reply, user_turn
-    from mmllm.default_model import load_model
 
     images = images or []
     if question is not None and not question.strip():
         raise MMLLMError("empty question: ask something about the image")
-    mm = load_model(model, reduction)
+    if server is not None:
+        if model is not None or reduction is not None:
+            raise MMLLMError("--model and --reduction are set on the server (`mmllm serve`)")
+        from mmllm.serving.client import remote_reply
+
+        def reply(_model, messages, imgs, max_new, temp):
+            return remote_reply(server, messages, imgs, max_new, temp)
+
+        mm = None
+    else:
+        from mmllm.default_model import load_model
+
+        mm = load_model(model, reduction)
     if question is not None:
         typer.echo(
             reply(mm, [user_turn(question, len(images))], images, max_new_tokens, temperature)
@@ -264,6 +278,66 @@ def merge(
     from mmllm.merge import merge_lora
 
     console.print(f"merged checkpoint: {merge_lora(model, out)}")
+
+
+@app.command()
+def export(
+    out: Path = typer.Argument(..., help="Folder to write (must be new or empty)."),
+    model: Path = typer.Option(None, "--model", help="Checkpoint folder (default: shipped model)."),
+    reduction: str = typer.Option(None, "--reduction", help="Reducer spec baked into the export."),
+    quantize: str = typer.Option(None, "--quantize", help="Write a quantized LLM: w8a8 (int8)."),
+):
+    """Write a vLLM-servable folder: LoRA merged, adapter + LLM in one safetensors file."""
+    from mmllm.serving.export import export_for_vllm
+
+    console.print(f"exported: {export_for_vllm(model, out, reduction, quantize=quantize)}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context,
+    model: Path = typer.Argument(None, help="Checkpoint or exported folder (default: shipped)."),
+    reduction: str = typer.Option(None, "--reduction", help="Override the exported reducer."),
+    quantization: str = typer.Option(None, "--quantization", help="Preset: fp8, w8a8 (int8)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default)."),
+    port: int = typer.Option(8000, "--port"),
+    allow_media_domain: list[str] = typer.Option(
+        None, "--allow-media-domain", help="Allow http(s) image URLs from this domain (repeat)."
+    ),
+    max_images: int = typer.Option(4, "--max-images", help="Images allowed per request."),
+    max_model_len: int = typer.Option(2048, "--max-model-len"),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", "-tp"),
+    pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", "-pp"),
+    data_parallel_size: int = typer.Option(1, "--data-parallel-size", "-dp"),
+    nnodes: int = typer.Option(1, "--nnodes", help="Nodes for multi-node serving."),
+    node_rank: int = typer.Option(0, "--node-rank"),
+    master_addr: str = typer.Option(None, "--master-addr", help="Rank-0 node address."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the vLLM command, don't start."),
+):
+    """Start vLLM's OpenAI-compatible server on an mmllm model (extra args go to vLLM)."""
+    from mmllm.serving.server import ServeOptions, serve, vllm_command
+
+    opts = ServeOptions(
+        model=str(model) if model else None,
+        reduction=reduction,
+        quantization=quantization,
+        host=host,
+        port=port,
+        allow_media_domains=list(allow_media_domain or []),
+        max_images=max_images,
+        max_model_len=max_model_len,
+        tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        data_parallel_size=data_parallel_size,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        extra=list(ctx.args),
+    )
+    if dry_run:
+        typer.echo(json.dumps(vllm_command(opts)))
+        return
+    serve(opts)
 
 
 @bench_app.command("reduction")

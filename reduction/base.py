@@ -11,9 +11,8 @@ from __future__ import annotations
 import abc
 from typing import ClassVar, Protocol, runtime_checkable
 
-from mmllm.reduction.types import TextContext, VisualTokens
-
 from mmllm.errors import BudgetError
+from mmllm.reduction.types import TextContext, VisualTokens
 
 
 @runtime_checkable

@@ -8,11 +8,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from mmllm.errors import BudgetError
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
-
-from mmllm.errors import BudgetError
 
 
 @register("identity")

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens

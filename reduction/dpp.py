@@ -22,11 +22,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from mmllm.errors import MissingSideInfoError
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
-
-from mmllm.errors import MissingSideInfoError
 
 
 def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:

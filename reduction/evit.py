@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.importance import ScoredMixin, importance_scores
 from mmllm.reduction.registry import register

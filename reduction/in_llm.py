@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+from torch import nn
+
+from mmllm.errors import BudgetError, MMLLMError
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.divprune import divprune_select
 from mmllm.reduction.registry import Chain, register
 from mmllm.reduction.types import TextContext, VisualTokens
-from torch import nn
-
-from mmllm.errors import BudgetError, MMLLMError
 
 
 class InLLMReducer(BaseReducer):

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.divprune import greedy_max_min
 from mmllm.reduction.registry import register

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
 from mmllm.reduction.base import BaseReducer
 from mmllm.reduction.merging import merge_into_nearest
 from mmllm.reduction.registry import register

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.importance import ScoredMixin, importance_scores, top_k_in_order
 from mmllm.reduction.merging import merge_into_nearest

@@ -19,10 +19,9 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from mmllm.errors import SpecError
 from mmllm.reduction.base import BaseReducer
 from mmllm.reduction.types import TextContext, VisualTokens
-
-from mmllm.errors import SpecError
 
 REDUCERS: dict[str, type[BaseReducer]] = {}
 

@@ -22,11 +22,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from mmllm.errors import BudgetError
 from mmllm.reduction.base import BaseReducer
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
-
-from mmllm.errors import BudgetError
 
 
 def merge_count(spec: str, name: str, r: float, n_in: int) -> int:

@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from mmllm.reduction.tome import bipartite_match, merge_tokens
-from mmllm.reduction.types import VisualTokens
 from torch import nn
 
 from mmllm.errors import MMLLMError
+from mmllm.reduction.tome import bipartite_match, merge_tokens
+from mmllm.reduction.types import VisualTokens
 
 _BLOCK_PARTS = ("layer_norm1", "self_attn", "layer_norm2", "mlp")
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+
+from mmllm.errors import BudgetError
 from mmllm.reduction.base import BaseReducer
 from mmllm.reduction.importance import ScoredMixin, importance_scores
 from mmllm.reduction.merging import merge_into_nearest
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
-
-from mmllm.errors import BudgetError
 
 
 def merge_into_targets(tokens: VisualTokens, rest: torch.Tensor, n_targets: int) -> VisualTokens:

@@ -4,7 +4,6 @@ import importlib.util
 
 import pytest
 import torch
-from mmllm.vision_tokenizers import HFVisionEncoder
 from PIL import Image
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (
@@ -18,6 +17,8 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
+
+from mmllm.vision_tokenizers import HFVisionEncoder
 
 CORPUS = [
     "What colour is the circle? red",

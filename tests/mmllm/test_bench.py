@@ -1,10 +1,9 @@
 import json
 
-from mmllm.reduction import build
-
 from mmllm.bench import ABLATIONS, METHODS, _merge_chain, run_reduction_bench
 from mmllm.data.dataset import load_dataset
 from mmllm.data.generate import make_dataset
+from mmllm.reduction import build
 
 
 def test_every_method_builds_at_every_budget_of_the_default_grid():

@@ -1,10 +1,10 @@
 import json
 
 import pytest
-from mmllm.vision_tokenizers.quantizers import build_quantizer
 
 from mmllm.bench_tokenizers import bits_per_token, run_tokenizer_bench
 from mmllm.data.generate import make_dataset
+from mmllm.vision_tokenizers.quantizers import build_quantizer
 
 pytestmark = pytest.mark.slow
 

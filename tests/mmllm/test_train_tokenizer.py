@@ -3,13 +3,13 @@
 import json
 
 import pytest
-from mmllm.vision_tokenizers.discrete import DiscreteTokenizer
 
 from mmllm import recipes
 from mmllm.cli import main
 from mmllm.data.generate import make_dataset
 from mmllm.errors import MMLLMError
 from mmllm.recipe import TokenizerRecipe, load_recipe
+from mmllm.vision_tokenizers.discrete import DiscreteTokenizer
 
 pytestmark = pytest.mark.slow
 

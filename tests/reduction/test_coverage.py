@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from mmllm.reduction import VisualTokens, build
 
 from mmllm.errors import BudgetError
+from mmllm.reduction import VisualTokens, build
 
 
 def reference_coverage(x: torch.Tensor, grid: tuple[int, int], k: int, spatial: float, iters: int):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from mmllm.reduction import VisualTokens, build
 from mmllm.reduction.divprune import divprune_select
 

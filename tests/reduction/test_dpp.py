@@ -1,9 +1,9 @@
 import pytest
 import torch
-from mmllm.reduction import TextContext, VisualTokens, build
-from mmllm.reduction.dpp import dpp_greedy_map
 
 from mmllm.errors import MissingSideInfoError
+from mmllm.reduction import TextContext, VisualTokens, build
+from mmllm.reduction.dpp import dpp_greedy_map
 
 
 def naive_greedy_det(kernel: torch.Tensor, k: int) -> list[int]:

@@ -1,4 +1,5 @@
 import torch
+
 from mmllm.reduction import VisualTokens, build
 
 

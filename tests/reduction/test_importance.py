@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from mmllm.reduction import VisualTokens, build
 
 from mmllm.errors import MissingSideInfoError, SpecError
+from mmllm.reduction import VisualTokens, build
 
 
 def test_cls_score_keeps_top_attended_in_order():

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from mmllm.reduction import build
-from mmllm.reduction.in_llm import DropRunner, generate_with_drops
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from mmllm.errors import BudgetError, MMLLMError
+from mmllm.reduction import build
+from mmllm.reduction.in_llm import DropRunner, generate_with_drops
 
 T, VIS = 14, slice(2, 10)  # 14 positions, visual tokens at 2..9
 

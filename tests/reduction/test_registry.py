@@ -4,6 +4,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from mmllm.errors import BudgetError, SpecError
 from mmllm.reduction import (
     REDUCERS,
     BaseReducer,
@@ -14,8 +16,6 @@ from mmllm.reduction import (
     describe,
     register,
 )
-
-from mmllm.errors import BudgetError, SpecError
 
 
 def test_positional_and_keyword_forms_are_equal():

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from mmllm.reduction import VisualTokens, build
 
 from mmllm.errors import BudgetError
+from mmllm.reduction import VisualTokens, build
 
 
 def reference_tome(x: torch.Tensor, size: torch.Tensor, r: int, feats: torch.Tensor | None = None):

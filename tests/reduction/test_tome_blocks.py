@@ -4,13 +4,13 @@ import copy
 
 import pytest
 import torch
-from mmllm.reduction.tome_blocks import ToMeBlock, ToMeState, apply_tome
-from mmllm.vision_tokenizers import HFVisionEncoder
-from mmllm.vision_tokenizers.encoders.hf import _encoder_layers
 from test_tome import reference_tome  # loop ToMe reference, shared
 from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
 from mmllm.errors import MMLLMError
+from mmllm.reduction.tome_blocks import ToMeBlock, ToMeState, apply_tome
+from mmllm.vision_tokenizers import HFVisionEncoder
+from mmllm.vision_tokenizers.encoders.hf import _encoder_layers
 
 TINY = {
     "hidden_size": 32,

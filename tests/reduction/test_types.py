@@ -1,8 +1,8 @@
 import pytest
 import torch
-from mmllm.reduction import VisualTokens
 
 from mmllm.errors import MissingSideInfoError
+from mmllm.reduction import VisualTokens
 
 
 def test_defaults_fill_index_size_and_square_grid():

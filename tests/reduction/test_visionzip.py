@@ -1,8 +1,8 @@
 import pytest
 import torch
-from mmllm.reduction import VisualTokens, build
 
 from mmllm.errors import BudgetError, MissingSideInfoError
+from mmllm.reduction import VisualTokens, build
 
 
 def reference_visionzip(x, keys, attn, d, c):

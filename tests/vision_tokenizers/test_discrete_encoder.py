@@ -1,11 +1,11 @@
 """A discrete tokenizer as the model's vision path (ids -> code vectors -> adapter -> LLM)."""
 
 import torch
-from mmllm.vision_tokenizers.discrete import TokenizerConfig, build_tokenizer
 
 from mmllm.encoders import build_encoder
 from mmllm.modeling import MMLLMConfig, MMLLMForConditionalGeneration
 from mmllm.processor import MMLLMProcessor
+from mmllm.vision_tokenizers.discrete import TokenizerConfig, build_tokenizer
 
 
 def test_model_reads_discrete_tokens(tmp_path, tiny, conversations, images):

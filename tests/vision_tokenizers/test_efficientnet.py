@@ -4,11 +4,11 @@ import importlib.util
 
 import pytest
 import torch
-from mmllm.vision_tokenizers import EfficientNetLiteEncoder
-from mmllm.vision_tokenizers.encoders.efficientnet import imagenet_labels
 
 from mmllm.assets import asset_path
 from mmllm.errors import MissingPackageError
+from mmllm.vision_tokenizers import EfficientNetLiteEncoder
+from mmllm.vision_tokenizers.encoders.efficientnet import imagenet_labels
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from mmllm.vision_tokenizers import HFVisionEncoder
 from PIL import Image
 from transformers import (
     CLIPVisionConfig,
@@ -14,6 +13,8 @@ from transformers import (
     ViTConfig,
     ViTModel,
 )
+
+from mmllm.vision_tokenizers import HFVisionEncoder
 
 TINY = {
     "hidden_size": 32,

@@ -2,10 +2,10 @@ import io
 
 import numpy as np
 import pytest
-from mmllm.vision_tokenizers import load_image, to_pixels
 from PIL import Image
 
 from mmllm.errors import ImageError
+from mmllm.vision_tokenizers import load_image, to_pixels
 
 
 def png_bytes(image: Image.Image, **kwargs) -> bytes:

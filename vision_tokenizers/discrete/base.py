@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from mmllm.reduction.types import VisualTokens
-from mmllm.vision_tokenizers.images import ImageLike, to_pixels
-from mmllm.vision_tokenizers.quantizers import Quantizer, QuantizerAux, build_quantizer
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mmllm.errors import MMLLMError
+from mmllm.reduction.types import VisualTokens
+from mmllm.vision_tokenizers.images import ImageLike, to_pixels
+from mmllm.vision_tokenizers.quantizers import Quantizer, QuantizerAux, build_quantizer
 
 HALF = (0.5, 0.5, 0.5)
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 
-from mmllm.vision_tokenizers.discrete.base import DiscreteTokenizer, TokenizerConfig
 from torch import Tensor, nn
 
 from mmllm.errors import MMLLMError
+from mmllm.vision_tokenizers.discrete.base import DiscreteTokenizer, TokenizerConfig
 
 
 class ResBlock(nn.Module):

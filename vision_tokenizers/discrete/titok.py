@@ -14,10 +14,10 @@ code is not used); plain ``nn.TransformerEncoder`` blocks.
 from __future__ import annotations
 
 import torch
-from mmllm.vision_tokenizers.discrete.base import DiscreteTokenizer, TokenizerConfig
 from torch import Tensor, nn
 
 from mmllm.errors import MMLLMError
+from mmllm.vision_tokenizers.discrete.base import DiscreteTokenizer, TokenizerConfig
 
 
 def _transformer(width: int, depth: int, heads: int) -> nn.TransformerEncoder:

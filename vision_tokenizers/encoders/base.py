@@ -6,9 +6,10 @@ import abc
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+
 from mmllm.reduction.types import VisualTokens
 from mmllm.vision_tokenizers.images import ImageLike, to_pixels
-from torch import nn
 
 
 class VisionEncoder(nn.Module, abc.ABC):

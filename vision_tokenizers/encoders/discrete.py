@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
 from mmllm.reduction.types import VisualTokens
 from mmllm.vision_tokenizers.discrete.base import HALF, DiscreteTokenizer
 from mmllm.vision_tokenizers.encoders.base import VisionEncoder

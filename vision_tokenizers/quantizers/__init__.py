@@ -6,14 +6,13 @@ Build one by name with :func:`build_quantizer` (``vq``, ``fsq``, ``lfq``, ``bsq`
 
 from __future__ import annotations
 
+from mmllm.errors import MMLLMError
 from mmllm.vision_tokenizers.quantizers.base import Quantizer, QuantizerAux, code_stats
 from mmllm.vision_tokenizers.quantizers.fsq import FSQ
 from mmllm.vision_tokenizers.quantizers.group import GroupLFQ
 from mmllm.vision_tokenizers.quantizers.lfq import BSQ, LFQ
 from mmllm.vision_tokenizers.quantizers.rvq import ResidualQuantizer
 from mmllm.vision_tokenizers.quantizers.vq import VectorQuantizer
-
-from mmllm.errors import MMLLMError
 
 QUANTIZERS: dict[str, type[Quantizer]] = {
     "vq": VectorQuantizer,

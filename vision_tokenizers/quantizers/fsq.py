@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor, nn
+
+from mmllm.errors import MMLLMError
 from mmllm.vision_tokenizers.quantizers.base import (
     Quantizer,
     QuantizerAux,
     code_stats,
     straight_through,
 )
-from torch import Tensor, nn
-
-from mmllm.errors import MMLLMError
 
 
 class FSQ(Quantizer):

@@ -8,11 +8,11 @@ makes very large effective codebooks trainable. ``ids [..., G]`` holds one id pe
 from __future__ import annotations
 
 import torch
-from mmllm.vision_tokenizers.quantizers.base import Quantizer, QuantizerAux
-from mmllm.vision_tokenizers.quantizers.lfq import LFQ
 from torch import Tensor, nn
 
 from mmllm.errors import MMLLMError
+from mmllm.vision_tokenizers.quantizers.base import Quantizer, QuantizerAux
+from mmllm.vision_tokenizers.quantizers.lfq import LFQ
 
 
 class GroupLFQ(Quantizer):

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
+from mmllm.errors import MMLLMError
 from mmllm.vision_tokenizers.quantizers.base import (
     Quantizer,
     QuantizerAux,
     code_stats,
     straight_through,
 )
-from torch import Tensor
-
-from mmllm.errors import MMLLMError
 
 MAX_BITS = 62  # ids are int64
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from mmllm.vision_tokenizers.quantizers.base import Quantizer, QuantizerAux, straight_through
 from torch import Tensor, nn
 
 from mmllm.errors import MMLLMError
+from mmllm.vision_tokenizers.quantizers.base import Quantizer, QuantizerAux, straight_through
 
 
 class ResidualQuantizer(Quantizer):

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from mmllm.vision_tokenizers.quantizers.base import (
     Quantizer,
     QuantizerAux,
     code_stats,
     straight_through,
 )
-from torch import Tensor, nn
 
 
 class VectorQuantizer(Quantizer):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from mmllm.vision_tokenizers.discrete import DiscreteTokenizer, TokenizerConfig, build_tokenizer
 
 from mmllm.errors import MMLLMError
+from mmllm.vision_tokenizers.discrete import DiscreteTokenizer, TokenizerConfig, build_tokenizer
 
 SMALL = {"image_size": 32, "channels": 32, "latent_dim": 4, "depth": 1, "num_latents": 8}
 QUANTIZERS = [

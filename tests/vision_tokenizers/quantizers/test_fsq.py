@@ -1,6 +1,7 @@
 import itertools
 
 import torch
+
 from mmllm.vision_tokenizers.quantizers import FSQ
 
 

@@ -2,9 +2,9 @@ import itertools
 
 import pytest
 import torch
-from mmllm.vision_tokenizers.quantizers import BSQ, LFQ
 
 from mmllm.errors import MMLLMError
+from mmllm.vision_tokenizers.quantizers import BSQ, LFQ
 
 
 def brute_force_entropy_loss(h: torch.Tensor, scale: float, tau: float, gamma: float):

@@ -1,4 +1,5 @@
 import torch
+
 from mmllm.vision_tokenizers.quantizers import LFQ, GroupLFQ, build_quantizer
 
 

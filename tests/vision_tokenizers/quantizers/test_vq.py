@@ -1,8 +1,8 @@
 import pytest
 import torch
-from mmllm.vision_tokenizers.quantizers import VectorQuantizer, build_quantizer
 
 from mmllm.errors import MMLLMError
+from mmllm.vision_tokenizers.quantizers import VectorQuantizer, build_quantizer
 
 
 def test_nearest_code_and_straight_through():

@@ -1,0 +1,142 @@
+"""``mmllm export``: an mmllm checkpoint -> one folder vLLM serves.
+
+The folder is the LLM as a plain HF checkpoint (LoRA merged in, the image token's row added)
+plus the trained adapter under ``adapter.*`` in the same safetensors file, the tokenizer and chat
+template, and the :class:`~mmllm.serving.spec.ServedSpec` block in ``config.json`` with
+``architectures = ["MMLLMForVLLM"]`` so the mmllm vLLM plugin picks it up. The encoder is
+referenced by name, as in training checkpoints (EfficientNet-lite0 comes from its package).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from mmllm.errors import MMLLMError
+from mmllm.serving.spec import ARCHITECTURE, CONFIG_KEY, ServedSpec, check_servable_reduction
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _merged_llm(model):
+    llm = model.llm
+    if hasattr(llm, "merge_and_unload"):
+        llm = llm.merge_and_unload()
+    return llm
+
+
+def _llm_state(llm) -> dict[str, torch.Tensor]:
+    """The LLM's weights as HF names; a tied output head is stored once (as the embeddings)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in llm.state_dict().items()}
+    if getattr(llm.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    return state
+
+
+#: The LLM's linear layers (Llama family names) that a quantized export stores as int8.
+QUANTIZED_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def quantize_w8a8(state: dict[str, torch.Tensor]) -> dict:
+    """Int8 weights with one symmetric scale per output channel, in place, in compressed-tensors'
+    ``int-quantized`` layout (``weight`` int8 + ``weight_scale [out, 1]``); activations are
+    quantized per token at run time by vLLM (dynamic), so no calibration set is needed. Returns
+    the ``quantization_config`` block vLLM reads."""
+    for name in [
+        n for n in state if n.endswith(".weight") and n.split(".")[-2] in QUANTIZED_LINEARS
+    ]:
+        w = state[name].float()
+        scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / 127.0
+        state[name] = torch.round(w / scale).clamp_(-127, 127).to(torch.int8)
+        state[name.removesuffix("weight") + "weight_scale"] = scale.to(torch.float32)
+    int8 = {"num_bits": 8, "type": "int", "symmetric": True, "group_size": None}
+    return {
+        "quant_method": "compressed-tensors",
+        "format": "int-quantized",
+        "quantization_status": "compressed",
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": {**int8, "strategy": "channel", "dynamic": False},
+                "input_activations": {**int8, "strategy": "token", "dynamic": True},
+                "output_activations": None,
+            }
+        },
+        "ignore": ["lm_head"],
+    }
+
+
+def export_for_vllm(
+    checkpoint: str | Path | None,
+    out: str | Path,
+    reduction: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    quantize: str | None = None,
+) -> Path:
+    """Write a vLLM-servable folder for ``checkpoint`` (default: the shipped model), its LLM
+    optionally quantized (``quantize="w8a8"``, see :mod:`mmllm.serving.quantization`)."""
+    from mmllm.serving.quantization import get_preset
+
+    if quantize is not None and get_preset(quantize).checkpoint_format is None:
+        raise MMLLMError(
+            f"preset {quantize!r} quantizes online at launch: export without --quantize and "
+            f"pass `--quantization {quantize}` to `mmllm serve`"
+        )
+    from mmllm.default_model import load_model
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise MMLLMError(f"{out} exists and is not empty; choose a new folder")
+    model = load_model(checkpoint, reduction=reduction)
+    check_servable_reduction(model.config.reduction)
+    llm = _merged_llm(model).to(dtype)
+    encoder = model.encoder
+    spec = ServedSpec(
+        encoder=model.config.encoder,
+        image_size=int(encoder.image_size),
+        mean=[float(x) for x in encoder.mean],
+        std=[float(x) for x in encoder.std],
+        encoder_tokens=int(encoder.num_tokens),
+        encoder_grid=[int(g) for g in encoder.grid],
+        vision_dim=int(model.config.vision_dim),
+        reduction=model.config.reduction,
+        adapter=model.config.adapter,
+        adapter_kwargs=dict(model.config.adapter_kwargs),
+        image_token=model.config.image_token,
+        image_token_id=int(model.image_token_id),
+    )
+    expected = model.num_image_tokens()
+    if spec.image_seq_len(model.config.llm_dim) != expected:
+        raise MMLLMError(
+            f"placeholder count mismatch ({spec.image_seq_len(model.config.llm_dim)} vs "
+            f"{expected}); the exported spec does not describe this model"
+        )
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = _llm_state(llm)
+    quant_config = quantize_w8a8(state) if quantize is not None else None
+    for key, value in model.adapter.state_dict().items():
+        state[f"adapter.{key}"] = value.detach().to(dtype).contiguous().cpu()
+    save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+    config = llm.config.to_dict()
+    config["architectures"] = [ARCHITECTURE]
+    config["vocab_size"] = int(llm.get_input_embeddings().num_embeddings)
+    config["dtype"] = str(dtype).removeprefix("torch.")
+    config[CONFIG_KEY] = spec.to_dict()
+    if quant_config is not None:
+        config["quantization_config"] = quant_config
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    from mmllm.processor import MMLLMProcessor
+
+    MMLLMProcessor.from_model(model).save_pretrained(tmp)
+    if llm.generation_config is not None:
+        llm.generation_config.save_pretrained(tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,83 @@
+"""Quantization presets named for users, mapped to what vLLM runs on the device in use.
+
+=========  =============================================  ===========  ==========================
+preset     what it is                                     devices      how
+=========  =============================================  ===========  ==========================
+``fp8``    fp8 weights, per output channel, dynamic       cpu, cuda    online (vLLM quantizes at
+           per-token activations                                       load: ``fp8_per_channel``)
+``w8a8``   int8 weights per channel + int8 dynamic        cpu, cuda    a checkpoint written by
+           per-token activations (compressed-tensors)                  ``mmllm export --quantize
+                                                                       w8a8``
+``int8``   alias of ``w8a8``
+=========  =============================================  ===========  ==========================
+
+A preset the device cannot run, or one that needs a quantized checkpoint the folder is not, is
+refused before vLLM starts (a clear error at launch, not a crash at the first request).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmllm.errors import MMLLMError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str
+    devices: tuple[str, ...]
+    online: str | None = None  # vLLM --quantization value for online quantization
+    checkpoint_format: str | None = None  # compressed-tensors format an export writes
+
+
+PRESETS: dict[str, Preset] = {
+    "fp8": Preset(
+        "fp8", "fp8 weights per channel (online)", ("cpu", "cuda"), online="fp8_per_channel"
+    ),
+    "w8a8": Preset(
+        "w8a8", "int8 weights + int8 dynamic activations", ("cpu", "cuda"),
+        checkpoint_format="int-quantized",
+    ),
+}  # fmt: skip
+ALIASES = {"int8": "w8a8"}
+
+
+def get_preset(name: str) -> Preset:
+    key = ALIASES.get(name, name)
+    if key not in PRESETS:
+        known = ", ".join(sorted([*PRESETS, *ALIASES]))
+        raise MMLLMError(f"unknown quantization preset {name!r}; choose one of: {known}")
+    return PRESETS[key]
+
+
+def checkpoint_quantization(folder: Path) -> str | None:
+    """The compressed-tensors format of an exported folder, or None if it is not quantized."""
+    config = json.loads((folder / "config.json").read_text())
+    q = config.get("quantization_config")
+    return q.get("format") if isinstance(q, dict) else None
+
+
+def resolve_preset(name: str, device: str, folder: Path) -> list[str]:
+    """vLLM arguments for preset ``name`` on ``device`` serving ``folder`` (or a clear error)."""
+    preset = get_preset(name)
+    if device not in preset.devices:
+        raise MMLLMError(
+            f"quantization preset {preset.name!r} does not run on {device}; "
+            f"it needs one of: {', '.join(preset.devices)}"
+        )
+    have = checkpoint_quantization(folder)
+    if preset.online:
+        if have:
+            raise MMLLMError(
+                f"{folder} is already quantized ({have}); serve it without --quantization"
+            )
+        return ["--quantization", preset.online]
+    if have != preset.checkpoint_format:
+        raise MMLLMError(
+            f"preset {preset.name!r} serves a quantized checkpoint: export one with "
+            f"`mmllm export MODEL OUT --quantize {preset.name}` and serve OUT"
+        )
+    return []  # vLLM reads the checkpoint's quantization_config itself
