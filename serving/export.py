@@ -79,6 +79,14 @@ def export_for_vllm(
 ) -> Path:
     """Write a vLLM-servable folder for ``checkpoint`` (default: the shipped model), its LLM
     optionally quantized (``quantize="w8a8"``, see :mod:`mmllm.serving.quantization`)."""
+    from mmllm.default_model import load_model
+
+    _check_quantize(quantize)
+    _check_out(Path(out))
+    return export_model(load_model(checkpoint, reduction=reduction), out, dtype, quantize)
+
+
+def _check_quantize(quantize: str | None) -> None:
     from mmllm.serving.quantization import get_preset
 
     if quantize is not None and get_preset(quantize).checkpoint_format is None:
@@ -86,12 +94,21 @@ def export_for_vllm(
             f"preset {quantize!r} quantizes online at launch: export without --quantize and "
             f"pass `--quantization {quantize}` to `mmllm serve`"
         )
-    from mmllm.default_model import load_model
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MMLLMError(f"{out} exists and is not empty; choose a new folder")
-    model = load_model(checkpoint, reduction=reduction)
+
+
+def export_model(
+    model, out: str | Path, dtype: torch.dtype = torch.float32, quantize: str | None = None
+) -> Path:
+    """Write the vLLM folder for a loaded :class:`MMLLMForConditionalGeneration` (its LoRA is
+    merged into the LLM in place: export from a model you no longer train)."""
+    _check_quantize(quantize)
+    out = Path(out)
+    _check_out(out)
     check_servable_reduction(model.config.reduction)
     llm = _merged_llm(model).to(dtype)
     encoder = model.encoder
@@ -108,6 +125,7 @@ def export_for_vllm(
         adapter_kwargs=dict(model.config.adapter_kwargs),
         image_token=model.config.image_token,
         image_token_id=int(model.image_token_id),
+        llm_architecture=(llm.config.architectures or [type(llm).__name__])[0],
     )
     expected = model.num_image_tokens()
     if spec.image_seq_len(model.config.llm_dim) != expected:

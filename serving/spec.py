@@ -36,6 +36,8 @@ class ServedSpec:
     image_token: str
     image_token_id: int
     adapter_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: the LLM's own HF architecture; vLLM builds its implementation of it for the decoder
+    llm_architecture: str = "LlamaForCausalLM"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -44,7 +44,6 @@ from mmllm.vision_tokenizers.images import to_pixels
 
 #: Images per prompt the server accepts unless ``--limit-mm-per-prompt`` lowers it.
 MAX_IMAGES_PER_PROMPT = 4
-LLM_ARCHITECTURE = "LlamaForCausalLM"
 
 
 class MMLLMProcessingInfo(BaseProcessingInfo):
@@ -172,7 +171,7 @@ class MMLLMForVLLM(nn.Module, SupportsMultiModal, SupportsLoRA):
                 vllm_config=vllm_config,
                 hf_config=config,
                 prefix=maybe_prefix(prefix, "language_model"),
-                architectures=[LLM_ARCHITECTURE],
+                architectures=[self.spec.llm_architecture],
             )
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
 
