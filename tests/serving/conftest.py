@@ -16,6 +16,11 @@ SERVED_REDUCTION = "divprune:16"
 START_TIMEOUT_S = 600
 
 
+@pytest.fixture(scope="session")
+def served_reduction() -> str:
+    return SERVED_REDUCTION
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import SERVED_REDUCTION
 from PIL import Image
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -60,7 +59,7 @@ def post(server, body, timeout=300):
     )
 
 
-def test_openai_client_and_reduced_placeholders(server):
+def test_openai_client_and_reduced_placeholders(server, served_reduction):
     """The official client works; the prompt holds the reducer's output_len placeholders."""
     from openai import OpenAI
 
@@ -78,15 +77,15 @@ def test_openai_client_and_reduced_placeholders(server):
         model="mmllm", messages=[{"role": "user", "content": QUESTION}], max_tokens=1
     )
     visual = reply.usage.prompt_tokens - text_only.usage.prompt_tokens
-    assert visual == build(SERVED_REDUCTION).output_len(49, (7, 7)) == 16
+    assert visual == build(served_reduction).output_len(49, (7, 7)) == 16
 
 
-def test_served_answers_agree_with_local_chat(server, samples):
+def test_served_answers_agree_with_local_chat(server, served_reduction, samples):
     """Greedy answers of the server equal local chat's at the same reduction."""
     from mmllm.default_model import load_model
     from mmllm.serving.compare import served_agreement
 
-    result = served_agreement(server, samples, load_model(reduction=SERVED_REDUCTION), 16, False)
+    result = served_agreement(server, samples, load_model(reduction=served_reduction), 16, False)
     assert result.rate >= 0.9, result.mismatches
 
 
