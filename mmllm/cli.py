@@ -371,6 +371,43 @@ def bench_reduction(
     console.print((out / "reduction.md").read_text())
 
 
+@bench_app.command("serve")
+def bench_serve(
+    reductions: list[str] = typer.Option(
+        None,
+        "--reduction",
+        help="Budgets to serve (repeat); default: identity, coverage:16, coverage:5.",
+    ),
+    concurrency: list[int] = typer.Option(
+        None, "--concurrency", help="Clients (repeat); default 1 8 32."
+    ),
+    model: Path = typer.Option(None, "--model", help="Checkpoint or export (default: shipped)."),
+    data: Path = typer.Option(None, "--data", help="Held-out data folder (default: generated)."),
+    requests_per_client: int = typer.Option(4, "--requests-per-client", min=1),
+    max_tokens: int = typer.Option(16, "--max-tokens", min=1, help="New tokens per request."),
+    out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),
+):
+    """Requests/s, time to first token and tokens/s of `mmllm serve`, full vs reduced budgets."""
+    from mmllm.serving.bench import run_serve_bench, write_serve_results
+    from mmllm.serving.server import check_vllm_installed
+
+    check_vllm_installed()
+    specs = reductions or ["identity", "coverage:16", "coverage:5"]
+    rows = run_serve_bench(
+        specs,
+        concurrency or [1, 8, 32],
+        model=str(model) if model else None,
+        data=data,
+        requests_per_client=requests_per_client,
+        max_tokens=max_tokens,
+        log_dir=out / "serve_logs",
+    )
+    command = (
+        "mmllm bench serve " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "mmllm bench serve"
+    )
+    console.print(write_serve_results(rows, out, command).read_text())
+
+
 @bench_app.command("tokenizers")
 def bench_tokenizers(
     data: Path = typer.Option(..., "--data", help="Training images (any folder)."),
