@@ -286,11 +286,15 @@ def export(
     model: Path = typer.Option(None, "--model", help="Checkpoint folder (default: shipped model)."),
     reduction: str = typer.Option(None, "--reduction", help="Reducer spec baked into the export."),
     quantize: str = typer.Option(None, "--quantize", help="Write a quantized LLM: w8a8 (int8)."),
+    keep_lora: bool = typer.Option(
+        False, "--keep-lora", help="Keep LoRA apart (served by vLLM's LoRA) instead of merging."
+    ),
 ):
     """Write a vLLM-servable folder: LoRA merged, adapter + LLM in one safetensors file."""
     from mmllm.serving.export import export_for_vllm
 
-    console.print(f"exported: {export_for_vllm(model, out, reduction, quantize=quantize)}")
+    folder = export_for_vllm(model, out, reduction, quantize=quantize, keep_lora=keep_lora)
+    console.print(f"exported: {folder}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -22,11 +22,21 @@ from mmllm.serving.spec import ARCHITECTURE, CONFIG_KEY, ServedSpec, check_serva
 WEIGHTS_FILE = "model.safetensors"
 
 
-def _merged_llm(model):
+LORA_DIR = "lora"
+
+
+def _served_llm(model, keep_lora: bool, tmp: Path):
+    """The LLM to export: LoRA merged in (default), or the base with the peft adapter copied to
+    ``lora/`` for vLLM's own LoRA support (``keep_lora``)."""
     llm = model.llm
-    if hasattr(llm, "merge_and_unload"):
-        llm = llm.merge_and_unload()
-    return llm
+    if not hasattr(llm, "merge_and_unload"):
+        if keep_lora:
+            raise MMLLMError("--keep-lora: this checkpoint has no LoRA adapter")
+        return llm
+    if keep_lora:
+        llm.save_pretrained(tmp / LORA_DIR, safe_serialization=True, save_embedding_layers=False)
+        return llm.unload()  # the base weights, untouched
+    return llm.merge_and_unload()
 
 
 def _llm_state(llm) -> dict[str, torch.Tensor]:
@@ -76,14 +86,17 @@ def export_for_vllm(
     reduction: str | None = None,
     dtype: torch.dtype = torch.float32,
     quantize: str | None = None,
+    keep_lora: bool = False,
 ) -> Path:
     """Write a vLLM-servable folder for ``checkpoint`` (default: the shipped model), its LLM
-    optionally quantized (``quantize="w8a8"``, see :mod:`mmllm.serving.quantization`)."""
+    optionally quantized (``quantize="w8a8"``, see :mod:`mmllm.serving.quantization`), its LoRA
+    merged or (``keep_lora``) kept apart for vLLM's LoRA support."""
     from mmllm.default_model import load_model
 
     _check_quantize(quantize)
     _check_out(Path(out))
-    return export_model(load_model(checkpoint, reduction=reduction), out, dtype, quantize)
+    model = load_model(checkpoint, reduction=reduction)
+    return export_model(model, out, dtype, quantize, keep_lora)
 
 
 def _check_quantize(quantize: str | None) -> None:
@@ -102,7 +115,11 @@ def _check_out(out: Path) -> None:
 
 
 def export_model(
-    model, out: str | Path, dtype: torch.dtype = torch.float32, quantize: str | None = None
+    model,
+    out: str | Path,
+    dtype: torch.dtype = torch.float32,
+    quantize: str | None = None,
+    keep_lora: bool = False,
 ) -> Path:
     """Write the vLLM folder for a loaded :class:`MMLLMForConditionalGeneration` (its LoRA is
     merged into the LLM in place: export from a model you no longer train)."""
@@ -110,7 +127,12 @@ def export_model(
     out = Path(out)
     _check_out(out)
     check_servable_reduction(model.config.reduction)
-    llm = _merged_llm(model).to(dtype)
+    if keep_lora and quantize is not None:
+        raise MMLLMError("--keep-lora with --quantize: vLLM's LoRA needs unquantized base weights")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    llm = _served_llm(model, keep_lora, tmp).to(dtype)
     encoder = model.encoder
     spec = ServedSpec(
         encoder=model.config.encoder,
@@ -133,9 +155,6 @@ def export_model(
             f"placeholder count mismatch ({spec.image_seq_len(model.config.llm_dim)} vs "
             f"{expected}); the exported spec does not describe this model"
         )
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     state = _llm_state(llm)
     quant_config = quantize_w8a8(state) if quantize is not None else None
     for key, value in model.adapter.state_dict().items():

@@ -111,10 +111,14 @@ def vllm_command(opts: ServeOptions, folder: Path | None = None) -> list[str]:
         raise MMLLMError(f"--port {opts.port}: must be 1..65535")
     if opts.max_images < 1:
         raise MMLLMError("--max-images must be at least 1")
+    lora = folder / "lora"
+    # with a kept-apart LoRA (`mmllm export --keep-lora`), "mmllm" names the fine-tuned model
+    # (base + LoRA through vLLM's LoRA support) and "mmllm-base" the base alone
+    base_name = f"{SERVED_NAME}-base" if lora.is_dir() else SERVED_NAME
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(folder),
-        "--served-model-name", SERVED_NAME, str(folder),
+        "--served-model-name", base_name, str(folder),
         "--host", opts.host,
         "--port", str(opts.port),
         "--max-model-len", str(opts.max_model_len),
@@ -144,10 +148,15 @@ def vllm_command(opts: ServeOptions, folder: Path | None = None) -> list[str]:
         cmd += ["--hf-overrides", json.dumps({CONFIG_KEY: block})]
     if opts.quantization:
         cmd += resolve_preset(opts.quantization, device, folder)
-    if opts.enable_lora or opts.lora_modules:
+    modules = list(opts.lora_modules)
+    if lora.is_dir():
+        rank = json.loads((lora / "adapter_config.json").read_text())["r"]
+        modules.insert(0, f"{SERVED_NAME}={lora}")
+        cmd += ["--max-lora-rank", str(rank)]
+    if opts.enable_lora or modules:
         cmd += ["--enable-lora"]
-        if opts.lora_modules:
-            cmd += ["--lora-modules", *opts.lora_modules]
+        if modules:
+            cmd += ["--lora-modules", *modules]
     return cmd + list(opts.extra)
 
 

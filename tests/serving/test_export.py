@@ -100,3 +100,27 @@ def test_refuses_a_non_empty_folder_and_an_online_preset(tiny, tmp_path):
 def test_spec_without_block_is_a_clear_error():
     with pytest.raises(MMLLMError, match="mmllm export"):
         ServedSpec.from_config({"model_type": "llama"})
+
+
+def test_keep_lora_exports_the_base_and_the_adapter_apart(tiny, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny.model()
+    model.llm = get_peft_model(model.llm, LoraConfig(r=4, target_modules=["q_proj"]))
+    for name, p in model.llm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)
+    base = model.llm.get_base_model().model.layers[0].self_attn.q_proj.weight.detach().clone()
+    out = export_model(model, tmp_path / "out", keep_lora=True)
+    state = load_file(out / "model.safetensors")
+    torch.testing.assert_close(state["model.layers.0.self_attn.q_proj.weight"], base)
+    lora = load_file(out / "lora" / "adapter_model.safetensors")
+    assert any("lora_B" in k for k in lora)
+    assert json.loads((out / "lora" / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_keep_lora_needs_a_lora_and_no_quantization(tiny, tmp_path):
+    with pytest.raises(MMLLMError, match="no LoRA"):
+        export_model(tiny.model(), tmp_path / "a", keep_lora=True)
+    with pytest.raises(MMLLMError, match="unquantized"):
+        export_model(tiny.model(), tmp_path / "b", keep_lora=True, quantize="w8a8")

@@ -124,3 +124,15 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
     )
     with pytest.raises(MMLLMError, match=r"mmllm\[serve\]"):
         server.check_vllm_installed()
+
+
+def test_kept_lora_is_served_under_the_model_name(tiny, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny.model()
+    model.llm = get_peft_model(model.llm, LoraConfig(r=8, target_modules=["q_proj"]))
+    folder = export_model(model, tmp_path / "lora", keep_lora=True)
+    cmd = vllm_command(ServeOptions(), folder)
+    assert arg(cmd, "--served-model-name") == "mmllm-base"
+    assert "--enable-lora" in cmd and arg(cmd, "--max-lora-rank") == "8"
+    assert arg(cmd, "--lora-modules") == f"mmllm={folder / 'lora'}"

@@ -1,0 +1,103 @@
+"""Held-out accuracy through the vLLM server for each quantization preset, and agreement of the
+served greedy answers with local `mmllm chat` (fp32, same reduction).
+
+    python benchmarks/serve_accuracy.py --data data/test --limit 200 --out benchmarks/results
+
+Local answers are computed once; then one server per preset (none, fp8 online, w8a8 export) is
+started, asked every question, and stopped. Writes serve_accuracy.md and serve_accuracy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mmllm.chat import reply
+from mmllm.data.dataset import load_dataset
+from mmllm.data.normalize import exact_match
+from mmllm.default_model import load_model
+from mmllm.serving.bench import ServerProcess
+from mmllm.serving.client import remote_reply
+from mmllm.serving.export import export_for_vllm
+from mmllm.serving.server import served_folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--reduction", default=None, help="Served and local reduction.")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    args = parser.parse_args()
+
+    samples = load_dataset(args.data)[: args.limit]
+    prompts = [s.messages[:-1] for s in samples]
+    model = load_model(reduction=args.reduction)
+    local = [
+        reply(model, p, s.images, args.max_new_tokens)
+        for p, s in tqdm(list(zip(prompts, samples, strict=True)), desc="local")
+    ]
+    work = Path(tempfile.mkdtemp(prefix="mmllm-serve-acc-"))
+    plain = served_folder(None)
+    int8 = export_for_vllm(None, work / "w8a8", quantize="w8a8")
+    presets = {"none (fp32)": (plain, []), "fp8": (plain, ["--quantization", "fp8"]),
+               "w8a8": (int8, ["--quantization", "w8a8"])}  # fmt: skip
+    rows = []
+    for name, (folder, extra) in presets.items():
+        log = work / f"{name.split()[0]}.log"
+        try:
+            with ServerProcess(folder, args.reduction, log, extra) as server:
+                served = [
+                    remote_reply(server.url, p, s.images, args.max_new_tokens)
+                    for p, s in tqdm(list(zip(prompts, samples, strict=True)), desc=name)
+                ]
+        except Exception as err:  # a preset this machine cannot run is reported, not hidden
+            rows.append({"preset": name, "error": f"{type(err).__name__}: {err}", "log": str(log)})
+            continue
+        n = len(samples)
+        rows.append(
+            {
+                "preset": name,
+                "n": n,
+                "served_accuracy": sum(map(exact_match, served, [s.answer for s in samples])) / n,
+                "local_accuracy": sum(map(exact_match, local, [s.answer for s in samples])) / n,
+                "agreement_with_local": sum(a == b for a, b in zip(served, local, strict=True)) / n,
+                "mismatches": [
+                    {"id": s.extra.get("id"), "local": a, "served": b}
+                    for s, a, b in zip(samples, local, served, strict=True)
+                    if a != b
+                ][:20],
+            }
+        )
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "mismatches"}), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve_accuracy.json").write_text(json.dumps(rows, indent=2))
+    lines = [
+        "# Accuracy through the vLLM server, per quantization preset",
+        "",
+        f"Command: `python benchmarks/serve_accuracy.py --data {args.data} --limit {args.limit}"
+        + (f" --reduction {args.reduction}" if args.reduction else "")
+        + "`; greedy, exact match, shipped default model.",
+        "",
+        "| preset | n | served accuracy | local (fp32) accuracy | agreement with local |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['preset']} | - | failed: {r['error'][:80]} | | |")
+        else:
+            lines.append(
+                f"| {r['preset']} | {r['n']} | {100 * r['served_accuracy']:.1f}% "
+                f"| {100 * r['local_accuracy']:.1f}% | {100 * r['agreement_with_local']:.1f}% |"
+            )
+    (args.out / "serve_accuracy.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
