@@ -1,8 +1,24 @@
-"""Fast paths for reduction hot spots (Triton on GPU, vectorised torch on CPU).
+"""Fast paths for the reduction hot spots: Triton on GPU, vectorised torch on CPU.
 
-Each operation has one dispatch function and is tested against the plain reference in
-``mmllm.reduction``. The kernels themselves arrive with the kernels issue; nothing here
-changes a result.
+One dispatch function per operation (:mod:`mmllm.kernels.ops`), each matching the plain
+reference in :mod:`mmllm.reduction` and wired into the reducers by default; ``MMLLM_KERNELS``
+(:mod:`mmllm.kernels.dispatch`) forces a backend.
 """
 
-__all__: list[str] = []
+from mmllm.kernels.ops import (
+    bipartite_merge,
+    cosine_max_min,
+    dpp_greedy_map,
+    greedy_max_min,
+    query_attention,
+    query_topk,
+)
+
+__all__ = [
+    "bipartite_merge",
+    "cosine_max_min",
+    "dpp_greedy_map",
+    "greedy_max_min",
+    "query_attention",
+    "query_topk",
+]

@@ -71,4 +71,6 @@ class DivPrune(BaseReducer):
         return check_budget(self.spec, self.k, n_in)
 
     def reduce(self, tokens: VisualTokens, text: TextContext | None) -> VisualTokens:
-        return tokens.gather(divprune_select(tokens.embeds, self.k))
+        from mmllm.kernels.ops import cosine_max_min  # fast path; divprune_select is its reference
+
+        return tokens.gather(cosine_max_min(tokens.embeds, self.k))

@@ -94,4 +94,6 @@ class ConditionalDPP(BaseReducer):
                 )
             q = torch.exp(self.theta * relevance(visual, text))
             kernel = q.unsqueeze(2) * kernel * q.unsqueeze(1)
-        return tokens.gather(dpp_greedy_map(kernel, self.k))
+        from mmllm.kernels.ops import dpp_greedy_map as fast_dpp  # reference: dpp_greedy_map
+
+        return tokens.gather(fast_dpp(kernel, self.k))

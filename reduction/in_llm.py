@@ -176,8 +176,9 @@ def last_token_attention(
     q = apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])[0]
     k = apply_rotary_pos_emb(k, k, cos, sin)[0]
     k = repeat_kv(k, attn.num_key_value_groups)
-    logits = (q @ k.transpose(-1, -2)).float() * attn.scaling + mask[:, :, -1:, :].float()
-    return logits.softmax(-1).mean(1).squeeze(1)
+    from mmllm.kernels.ops import query_attention  # one query row, never T x T
+
+    return query_attention(q.squeeze(2), k, attn.scaling, mask[:, 0, -1, :])
 
 
 class DropRunner:

@@ -16,8 +16,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from mmllm.kernels.ops import greedy_max_min as fast_greedy_max_min
 from mmllm.reduction.base import BaseReducer, check_budget
-from mmllm.reduction.divprune import greedy_max_min
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
 
@@ -52,7 +52,7 @@ def cluster_assign(
             d = d + spatial * torch.cdist(pos, centre_pos)
         return d
 
-    seeds = greedy_max_min(distance(unit, pos), k).sort(dim=1).values
+    seeds = fast_greedy_max_min(distance(unit, pos), k).sort(dim=1).values
     centres = unit.gather(1, seeds.unsqueeze(-1).expand(-1, -1, unit.shape[-1]))
     centre_pos = pos.gather(1, seeds.unsqueeze(-1).expand(-1, -1, 2)) if use_pos else None
     for _ in range(iters):

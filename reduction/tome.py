@@ -128,5 +128,6 @@ class ToMe(BaseReducer):
         if r == 0:
             return tokens
         use_keys = self.metric == "keys" or (self.metric == "auto" and tokens.keys is not None)
-        src, dst = bipartite_match(tokens.keys if use_keys else tokens.embeds, r)
-        return merge_tokens(tokens, src, dst)
+        from mmllm.kernels.ops import bipartite_merge  # fast path; merge_tokens: the reference
+
+        return bipartite_merge(tokens, r, tokens.keys if use_keys else tokens.embeds)

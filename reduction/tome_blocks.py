@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mmllm.errors import MMLLMError
-from mmllm.reduction.tome import bipartite_match, merge_tokens
+from mmllm.kernels.ops import bipartite_merge
 from mmllm.reduction.types import VisualTokens
 
 _BLOCK_PARTS = ("layer_norm1", "self_attn", "layer_norm2", "mlp")
@@ -93,7 +93,7 @@ class ToMeBlock(nn.Module):
             patches = VisualTokens(
                 embeds=hidden_states[:, st.prefix :], size=st.size, index=st.index, grid=(1, n)
             )
-            merged = merge_tokens(patches, *bipartite_match(keys, r))
+            merged = bipartite_merge(patches, r, keys)
             st.size, st.index = merged.size, merged.index
             hidden_states = torch.cat([hidden_states[:, : st.prefix], merged.embeds], dim=1)
         st.keys = None

@@ -58,9 +58,10 @@ class ServerProcess:
                "--max-model-len", "1024", *(["--reduction", reduction] if reduction else []),
                *extra]  # fmt: skip
         self.log = log
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         with open(log, "w") as fh:
             self.proc = subprocess.Popen(
-                cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
 
     def wait_ready(self) -> None:

@@ -1,9 +1,16 @@
 """Shared test setup: GPU tests skip cleanly without CUDA, vLLM tests without the serve extra."""
 
 import importlib.util
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels are tested interpreted on CPU. Triton reads this once, when it is first
+    # imported (transformers imports it), so it is set before anything else loads.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
-import torch
 from PIL import Image
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (

@@ -36,8 +36,11 @@ def server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     cmd = [sys.executable, "-m", "mmllm.cli", "serve", "--port", str(port),
            "--reduction", SERVED_REDUCTION, "--max-model-len", "1024"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # vLLM: real mode
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     try:

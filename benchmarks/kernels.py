@@ -1,0 +1,192 @@
+"""Reference vs fast path for every kernel operation, side by side in one run.
+
+    python benchmarks/kernels.py [--device cpu|cuda] [--quick] [--json] [--out benchmarks/results]
+
+Each row: the operation at one shape, the plain reference (``mmllm.reduction``) and the fast path
+the reducers use by default (Triton on CUDA, vectorised torch on CPU), median wall time, the
+speed-up, the bytes the fast path must at least move, the bandwidth that implies, and the
+memory-bandwidth floor (bytes / peak bandwidth) so the gap to the physical limit is visible.
+Peak bandwidth: the device's datasheet figure on known GPUs, else a measured large copy.
+Shapes too slow for a CPU (the product B*N*N*D above a cap) are listed as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mmllm.kernels import ops
+from mmllm.reduction import VisualTokens
+from mmllm.reduction.divprune import divprune_select
+from mmllm.reduction.dpp import dpp_greedy_map
+from mmllm.reduction.tome import bipartite_match, merge_tokens
+
+FULL = {"B": (1, 8, 32), "N": (196, 576, 2880), "D": (768, 1024, 4096)}
+QUICK = {"B": (1, 8), "N": (196, 576), "D": (1024,)}
+CPU_CAP = 2e11  # B*N*N*D beyond this takes minutes per call on a few cores: skipped
+DATASHEET_GBPS = {"H200": 4800.0, "H100": 3350.0, "A100": 2039.0, "L40S": 864.0}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: torch.device, min_s: float = 0.3) -> float:
+    """Median milliseconds of ``fn`` (one warm-up call, at least 3 timed calls or ``min_s``)."""
+    fn()
+    sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < min_s and len(times) < 50):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def peak_gbps(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, gbps in DATASHEET_GBPS.items():
+            if key in name:
+                return gbps, f"datasheet ({name})"
+    x = torch.empty(64 * 2**20, dtype=torch.float32, device=device)  # 256 MB
+    y = torch.empty_like(x)
+    ms = timed(lambda: y.copy_(x), device)
+    return 2 * x.numel() * 4 / (ms / 1000) / 1e9, "measured copy"
+
+
+def cases(b: int, n: int, d: int, device: torch.device):
+    """``(op, reference fn, fast fn, bytes the fast path must move)`` for one shape."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(b, n, d, generator=g).to(device)
+    k_keep = max(1, n // 9)  # ~11% of the tokens
+    yield ("divprune (cosine + greedy max-min)", lambda: divprune_select(x, k_keep),
+           lambda: ops.cosine_max_min(x, k_keep), 4 * (b * n * d + 2 * b * n * n))  # fmt: skip
+
+    tokens = VisualTokens(embeds=x, size=torch.ones(b, n, dtype=torch.long, device=device))
+    r = n // 4
+
+    def ref_tome():
+        return merge_tokens(tokens, *bipartite_match(x, r))
+
+    yield ("tome (match + merge)", ref_tome, lambda: ops.bipartite_merge(tokens, r, x),
+           4 * (2 * b * n * d + b * (n - r) * d))  # fmt: skip
+
+    heads, hd = max(1, d // 64), 64
+    q = torch.randn(b, heads, hd, generator=g).to(device)
+    keys = torch.randn(b, heads, n, hd, generator=g).to(device)
+
+    def ref_score():
+        s = ops.query_attention_reference(q, keys, hd**-0.5)
+        idx = s.topk(k_keep, dim=1).indices.sort(dim=1).values
+        return x.gather(1, idx[..., None].expand(-1, -1, d))
+
+    yield ("score + top-k + gather", ref_score, lambda: ops.query_topk(q, keys, k_keep, x),
+           4 * (b * heads * n * hd + b * k_keep * d * 2))  # fmt: skip
+
+    unit = F.normalize(x, dim=-1)
+    kernel = unit @ unit.transpose(1, 2)
+    dpp_bytes = 4 * (b * n * n + b * k_keep * n)
+    yield ("dpp greedy MAP", lambda: dpp_greedy_map(kernel, k_keep),
+           lambda: ops.dpp_greedy_map(kernel, k_keep), dpp_bytes)  # fmt: skip
+
+
+def run(device: torch.device, grid: dict, progress: bool) -> tuple[list[dict], dict]:
+    gbps, source = peak_gbps(device)
+    meta = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
+        "peak_GBps": round(gbps, 1),
+        "peak_source": source,
+        "fast_backend": ops.backend("bench", device),
+        "torch": torch.__version__,
+    }  # fmt: skip
+    rows = []
+    for b in grid["B"]:
+        for n in grid["N"]:
+            for d in grid["D"]:
+                if device.type == "cpu" and b * n * n * d > CPU_CAP:
+                    rows.append({"op": "*", "B": b, "N": n, "D": d, "skipped": "CPU time"})
+                    continue
+                for op, ref, fast, nbytes in cases(b, n, d, device):
+                    ref_ms, fast_ms = timed(ref, device), timed(fast, device)
+                    floor_ms = nbytes / (gbps * 1e9) * 1000
+                    row = {
+                        "op": op, "B": b, "N": n, "D": d,
+                        "ref_ms": round(ref_ms, 3), "fast_ms": round(fast_ms, 3),
+                        "speedup": round(ref_ms / fast_ms, 2),
+                        "MB_moved": round(nbytes / 1e6, 2),
+                        "fast_GBps": round(nbytes / (fast_ms / 1000) / 1e9, 1),
+                        "floor_ms": round(floor_ms, 4),
+                        "x_floor": round(fast_ms / floor_ms, 1),
+                    }  # fmt: skip
+                    rows.append(row)
+                    if progress:
+                        print(json.dumps(row), flush=True)
+    return rows, meta
+
+
+def markdown(rows: list[dict], meta: dict, command: str) -> str:
+    lines = [
+        f"# Kernels: reference vs fast path on {meta['device']}",
+        "",
+        f"Command: `{command}`; fast backend: {meta['fast_backend']}; torch {meta['torch']}; "
+        f"peak bandwidth {meta['peak_GBps']} GB/s ({meta['peak_source']}).",
+        "",
+        "| op | B | N | D | ref ms | fast ms | speed-up | MB moved | fast GB/s | floor ms "
+        "| x floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| (all) | {r['B']} | {r['N']} | {r['D']} | skipped: {r['skipped']} "
+                         "| | | | | | |")  # fmt: skip
+            continue
+        lines.append(
+            f"| {r['op']} | {r['B']} | {r['N']} | {r['D']} | {r['ref_ms']} | {r['fast_ms']} "
+            f"| {r['speedup']}x | {r['MB_moved']} | {r['fast_GBps']} | {r['floor_ms']} "
+            f"| {r['x_floor']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="a small subset (a minute or two)")
+    parser.add_argument("--json", action="store_true", help="print the rows as one JSON list")
+    parser.add_argument("--out", type=Path, default=None, help="write kernels_<device>.md/json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    torch.set_grad_enabled(False)
+    rows, meta = run(device, QUICK if args.quick else FULL, progress=not args.json)
+    command = (
+        "python benchmarks/kernels.py --device " + args.device + (" --quick" if args.quick else "")
+    )
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(markdown(rows, meta, command))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / f"kernels_{device.type}"
+        stem.with_suffix(".md").write_text(markdown(rows, meta, command))
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

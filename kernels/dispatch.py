@@ -1,0 +1,64 @@
+"""Which implementation of a kernel operation runs: Triton, vectorised torch, or the reference.
+
+``MMLLM_KERNELS`` chooses: ``auto`` (default: Triton for CUDA tensors when Triton imports, the
+vectorised torch path otherwise), ``torch``, ``triton`` (forced; on CPU only under
+``TRITON_INTERPRET=1``, set before Triton is first imported: how CI tests the kernels) or
+``reference`` (the plain algorithms in :mod:`mmllm.reduction`). ``auto`` never picks the
+interpreter. A fallback from Triton is logged once, with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import torch
+
+from mmllm.errors import MMLLMError
+
+log = logging.getLogger("mmllm.kernels")
+
+ENV = "MMLLM_KERNELS"
+BACKENDS = ("auto", "torch", "triton", "reference")
+
+
+@functools.cache
+def triton_status() -> str | None:
+    """None if Triton kernels can run here, else why not."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed"
+    return None
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.cache
+def _log_once(op: str, reason: str) -> None:
+    log.info("%s: vectorised torch path (%s)", op, reason)
+
+
+def backend(op: str, device: torch.device) -> str:
+    """The backend ``op`` uses for tensors on ``device``."""
+    choice = os.environ.get(ENV, "auto")
+    if choice not in BACKENDS:
+        raise MMLLMError(f"{ENV}={choice!r}: choose one of {', '.join(BACKENDS)}")
+    if choice in ("torch", "reference"):
+        return choice
+    problem = triton_status()
+    if choice == "triton":  # forced: CUDA, or the interpreter on CPU (how CI tests the kernels)
+        if problem is None and device.type != "cuda" and not interpreting():
+            problem = f"tensors on {device.type}; Triton runs on CUDA (or TRITON_INTERPRET=1)"
+        if problem:
+            raise MMLLMError(f"{ENV}=triton but {problem}")
+        return "triton"
+    if problem is None and device.type != "cuda":
+        problem = f"tensors on {device.type}; Triton runs on CUDA"
+    if problem:
+        _log_once(op, problem)
+        return "torch"
+    return "triton"

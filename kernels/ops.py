@@ -1,0 +1,263 @@
+"""One dispatch function per kernel operation; each picks Triton, vectorised torch or the reference.
+
+=======================  ===============================================  ======================
+operation                what                                             reference
+=======================  ===============================================  ======================
+``greedy_max_min``       K greedy max-min steps on a distance matrix      ``reduction.divprune``
+``cosine_max_min``       cosine distance + ``greedy_max_min`` (DivPrune)  ``reduction.divprune``
+``bipartite_merge``      ToMe matching + size-weighted merge              ``reduction.tome``
+``query_topk``           head-mean attention of one query, top-k, gather  softmax + ``topk``
+``dpp_greedy_map``       greedy MAP with incremental Cholesky             ``reduction.dpp``
+=======================  ===============================================  ======================
+
+Every fast path returns what the reference returns: the same indices (ties break towards the
+lower index everywhere) and values within float32 rounding (``atol=1e-5`` relative to the
+inputs' scale; merged features are sums in another order). Tests check that on random inputs
+with ties, B > 1, odd sizes, fp32 and bf16.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mmllm.kernels.dispatch import backend
+
+# -- greedy max-min (DivPrune / k-center seeds) -------------------------------------------------
+
+
+def _greedy_max_min_torch(dist: torch.Tensor, k: int) -> torch.Tensor:
+    """The reference's K steps with fewer, allocation-free launches per step: rows are fetched
+    with one ``index_select`` on the flattened matrix and the running minimum updated in place."""
+    b, n, _ = dist.shape
+    dist = dist.float()
+    diag = torch.diagonal(dist, dim1=1, dim2=2)
+    saved = diag.clone()
+    diag.fill_(float("inf"))
+    first = dist.amin(dim=2).argmax(dim=1)
+    diag.copy_(saved)
+    flat = dist.reshape(b * n, n)
+    offset = torch.arange(b, device=dist.device) * n
+    chosen = torch.empty(b, k, dtype=torch.long, device=dist.device)
+    nxt = first
+    chosen[:, 0] = nxt
+    min_dist = flat.index_select(0, offset + nxt)
+    min_dist.scatter_(1, nxt[:, None], -1.0)
+    for step in range(1, k):
+        nxt = min_dist.argmax(dim=1)
+        chosen[:, step] = nxt
+        torch.minimum(min_dist, flat.index_select(0, offset + nxt), out=min_dist)
+        min_dist.scatter_(1, nxt[:, None], -1.0)
+    return chosen
+
+
+def greedy_max_min(dist: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy max-min selection on ``dist [B, N, N]`` -> ``[B, K]`` in selection order.
+
+    The torch path writes to ``dist``'s diagonal and restores it (pass a matrix you own)."""
+    which = backend("greedy_max_min", dist.device)
+    if which == "reference":
+        from mmllm.reduction.divprune import greedy_max_min as reference
+
+        return reference(dist, k)
+    if which == "triton":
+        from mmllm.kernels import triton_kernels
+
+        return triton_kernels.greedy_max_min(dist, k)
+    return _greedy_max_min_torch(dist, k)
+
+
+def cosine_max_min(embeds: torch.Tensor, k: int) -> torch.Tensor:
+    """DivPrune's selection: sorted indices ``[B, K]`` of the greedy max-min cosine subset."""
+    if backend("cosine_max_min", embeds.device) == "reference":
+        from mmllm.reduction.divprune import divprune_select
+
+        return divprune_select(embeds, k)
+    unit = F.normalize(embeds.float(), dim=-1)
+    dist = torch.bmm(unit, unit.transpose(1, 2)).neg_().add_(1.0)  # 1 - cos, bit-equal, in place
+    return greedy_max_min(dist, k).sort(dim=1).values
+
+
+# -- ToMe bipartite soft matching + merge ---------------------------------------------------------
+
+
+def bipartite_match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(src, dst)`` as :func:`mmllm.reduction.tome.bipartite_match` returns them."""
+    which = backend("bipartite_match", metric.device)
+    if which == "reference":
+        from mmllm.reduction.tome import bipartite_match as reference
+
+        return reference(metric, r)
+    unit = F.normalize(metric.float(), dim=-1)
+    a, b = unit[:, ::2], unit[:, 1::2]
+    if which == "triton":
+        from mmllm.kernels import triton_kernels
+
+        best, best_idx = triton_kernels.bipartite_best_match(a, b)
+    else:
+        best, best_idx = torch.bmm(a, b.transpose(1, 2)).max(dim=-1)
+    src = best.argsort(dim=-1, descending=True, stable=True)[:, :r]
+    return src, best_idx.gather(1, src)
+
+
+def merge_plan(
+    index: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where every token goes, and which tokens remain, in source order.
+
+    Returns ``dest [B, N]`` (each token's output slot as a source position: itself, or its B
+    partner if merged) and ``keep [B, N - r]`` (remaining source positions, ordered by
+    ``index`` as the reference orders them).
+    """
+    bsz, n = index.shape
+    dest = torch.arange(n, device=index.device).expand(bsz, n).clone()
+    dest.scatter_(1, 2 * src, 2 * dst + 1)
+    rank = index.clone()
+    rank.scatter_(1, 2 * src, torch.iinfo(torch.long).max)
+    keep = rank.argsort(dim=1)[:, : n - src.shape[1]]
+    return dest, keep
+
+
+def merge_weighted(
+    x: torch.Tensor, size: torch.Tensor, dest: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """Size-weighted mean of every group of tokens sharing a ``dest``, at the ``keep`` slots:
+    one scatter-add and one gather (the reference: gather, two scatters, concatenation, gather)."""
+    w = size.to(x.dtype).unsqueeze(-1)
+    c = x.shape[-1]
+    total = torch.zeros_like(x).scatter_add_(1, dest.unsqueeze(-1).expand(-1, -1, c), x * w)
+    weight = torch.zeros_like(w).scatter_add_(1, dest.unsqueeze(-1), w)
+    idx = keep.unsqueeze(-1)
+    return total.gather(1, idx.expand(-1, -1, c)) / weight.gather(1, idx)
+
+
+def merge_summed(values: torch.Tensor, dest: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Sum of every group sharing a ``dest`` (e.g. attention mass), at the ``keep`` slots."""
+    return torch.zeros_like(values).scatter_add_(1, dest, values).gather(1, keep)
+
+
+def bipartite_merge(tokens, r: int, metric: torch.Tensor):
+    """ToMe step on :class:`~mmllm.reduction.types.VisualTokens`: match on ``metric``, merge r
+    tokens (size-weighted), track ``size``; the reference is ``tome.merge_tokens``."""
+    if r == 0:
+        return tokens
+    src, dst = bipartite_match(metric, r)
+    if backend("bipartite_merge", metric.device) == "reference":
+        from mmllm.reduction.tome import merge_tokens
+
+        return merge_tokens(tokens, src, dst)
+    dest, keep = merge_plan(tokens.index, src, dst)
+    changes: dict[str, torch.Tensor] = {
+        "size": merge_summed(tokens.size, dest, keep),
+        "index": tokens.index.gather(1, keep),
+    }
+    if tokens.embeds is not None:
+        changes["embeds"] = merge_weighted(tokens.embeds, tokens.size, dest, keep)
+    if tokens.keys is not None:
+        changes["keys"] = merge_weighted(tokens.keys, tokens.size, dest, keep)
+    if tokens.attn_to_cls is not None:
+        changes["attn_to_cls"] = merge_summed(tokens.attn_to_cls, dest, keep)
+    if tokens.ids is not None:
+        changes["ids"] = tokens.ids.gather(1, keep)
+    return tokens.replace(**changes)
+
+
+# -- score + top-k + gather -------------------------------------------------------------------
+
+
+def query_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Plain head-mean softmax attention of ``q [B, H, D]`` to ``k [B, H, N, D]`` -> ``[B, N]``
+    (``bias [B, N]`` is added to the logits: a padding mask)."""
+    logits = torch.einsum("bhd,bhnd->bhn", q.float(), k.float()) * scale
+    if bias is not None:
+        logits = logits + bias.float().unsqueeze(1)
+    return logits.softmax(dim=-1).mean(dim=1)
+
+
+def query_attention(
+    q: torch.Tensor, k: torch.Tensor, scale: float | None = None, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Head-mean softmax attention ``[B, N]`` of one query per image, ``q [B, H, D]``, to
+    ``k [B, H, N, D]`` plus an optional additive ``bias [B, N]``, never forming ``N x N``."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    which = backend("query_attention", k.device)
+    if which == "triton":
+        from mmllm.kernels import triton_kernels
+
+        return triton_kernels.query_attention(q, k, scale, bias)
+    if which == "reference":
+        return query_attention_reference(q, k, scale, bias)
+    bsz, heads, n, d = k.shape
+    logits = torch.bmm(k.float().reshape(bsz * heads, n, d), q.float().reshape(bsz * heads, d, 1))
+    logits = logits.view(bsz, heads, n).mul_(scale)
+    if bias is not None:
+        logits.add_(bias.float().unsqueeze(1))
+    return logits.softmax(dim=-1).mean(dim=1)
+
+
+def query_topk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    keep: int,
+    values: torch.Tensor,
+    scale: float | None = None,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Score N tokens by one query's head-mean attention, keep the top ``keep``, gather them.
+
+    ``q [B, H, D]`` (the last text token, or [CLS]), ``k [B, H, N, D]``, ``values [B, N, C]``.
+    Returns ``(scores [B, N], indices [B, keep] in token order, kept values [B, keep, C])``;
+    FastV-style pruning with fused attention needs exactly this and nothing ``N x N``.
+    """
+    scores = query_attention(q, k, scale, bias)
+    idx = scores.topk(keep, dim=1).indices.sort(dim=1).values
+    kept = values.gather(1, idx.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+    return scores, idx, kept
+
+
+# -- DPP greedy MAP ---------------------------------------------------------------------------
+
+
+def _dpp_greedy_map_torch(kernel: torch.Tensor, k: int) -> torch.Tensor:
+    """Chen et al. (2018) Alg. 1 as the reference runs it, with the Cholesky rows in one
+    preallocated ``[B, K, N]`` buffer and each step's correction as one batched matmul."""
+    b, n, _ = kernel.shape
+    kernel = kernel.float()
+    flat = kernel.reshape(b * n, n)
+    offset = torch.arange(b, device=kernel.device) * n
+    rows = torch.arange(b, device=kernel.device)
+    c = kernel.new_zeros(b, k, n)
+    d2 = torch.diagonal(kernel, dim1=1, dim2=2).clone()
+    chosen = torch.empty(b, k, dtype=torch.long, device=kernel.device)
+    j = d2.argmax(dim=1)
+    for step in range(k):
+        chosen[:, step] = j
+        if step == k - 1:
+            break
+        dj = d2.gather(1, j[:, None]).clamp_min_(1e-12).sqrt_()
+        e = flat.index_select(0, offset + j)
+        if step:
+            cj = c[rows, :step, j]  # [B, step]
+            e -= torch.bmm(cj.unsqueeze(1), c[:, :step]).squeeze(1)
+        e /= dj
+        c[:, step] = e
+        d2 -= e * e
+        d2.scatter_(1, j[:, None], float("-inf"))
+        j = d2.argmax(dim=1)
+    return chosen.sort(dim=1).values
+
+
+def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy DPP MAP on a PSD ``kernel [B, N, N]`` -> sorted indices ``[B, K]``."""
+    which = backend("dpp_greedy_map", kernel.device)
+    if which == "reference":
+        from mmllm.reduction.dpp import dpp_greedy_map as reference
+
+        return reference(kernel, k)
+    if which == "triton":
+        from mmllm.kernels import triton_kernels
+
+        return triton_kernels.dpp_greedy_map(kernel, k)
+    return _dpp_greedy_map_torch(kernel, k)
