@@ -96,11 +96,27 @@ def test_bipartite_merge_matches_tome(kernel_backend, b, n, r, dtype):
         assert torch.equal(getattr(got, name), getattr(expected, name)), name
 
 
-def test_bipartite_ties_keep_the_earlier_partner(kernel_backend):
+def test_bipartite_ties(kernel_backend):
+    """torch: the reference's indices exactly (ties to the earlier token). Triton sums the
+    similarity in another order, so among scores equal to rounding it may pick another tied
+    token: there the picks must be equally good (scores within 1e-6)."""
     x = features(2, 18, 8, ties=True)
     src, dst = ops.bipartite_match(x, 5)
     ref_src, ref_dst = ref_match(x, 5)
-    assert torch.equal(src, ref_src) and torch.equal(dst, ref_dst)
+    if kernel_backend == "torch":
+        assert torch.equal(src, ref_src) and torch.equal(dst, ref_dst)
+        return
+    unit = F.normalize(x, dim=-1)
+    sim = unit[:, ::2] @ unit[:, 1::2].transpose(1, 2)
+    best = sim.amax(-1)
+    rows = torch.arange(2)[:, None]
+    torch.testing.assert_close(sim[rows, src, dst], best.gather(1, src), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        best.gather(1, src).sort(1).values,
+        best.gather(1, ref_src).sort(1).values,
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize(("b", "h", "n", "d"), [(1, 1, 5, 8), (3, 4, 37, 16), (2, 3, 64, 32)])
