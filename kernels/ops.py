@@ -189,9 +189,7 @@ def query_attention(
         return triton_kernels.query_attention(q, k, scale, bias)
     if which == "reference":
         return query_attention_reference(q, k, scale, bias)
-    bsz, heads, n, d = k.shape
-    logits = torch.bmm(k.float().reshape(bsz * heads, n, d), q.float().reshape(bsz * heads, d, 1))
-    logits = logits.view(bsz, heads, n).mul_(scale)
+    logits = torch.einsum("bhd,bhnd->bhn", q.float(), k.float()).mul_(scale)
     if bias is not None:
         logits.add_(bias.float().unsqueeze(1))
     return logits.softmax(dim=-1).mean(dim=1)
