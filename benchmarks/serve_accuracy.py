@@ -3,8 +3,8 @@ served greedy answers with local `mmllm chat` (fp32, same reduction).
 
     python benchmarks/serve_accuracy.py --data data/test --limit 200 --out benchmarks/results
 
-Local answers are computed once; then one server per preset (none, fp8 online, w8a8 export) is
-started, asked every question, and stopped. Writes serve_accuracy.md and serve_accuracy.json.
+Local answers are computed once; then one server per preset (none, fp8 online, w8a8 calibrated
+and w8a8-dynamic exports) is started, asked every question, and stopped. Writes serve_accuracy.md and serve_accuracy.json.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mmllm.data.normalize import exact_match
 from mmllm.default_model import load_model
 from mmllm.serving.bench import ServerProcess
 from mmllm.serving.client import remote_reply
-from mmllm.serving.export import export_for_vllm
+from mmllm.serving.export import calibration_samples, export_for_vllm
 from mmllm.serving.server import served_folder
 
 
@@ -44,9 +44,13 @@ def main() -> None:
     ]
     work = Path(tempfile.mkdtemp(prefix="mmllm-serve-acc-"))
     plain = served_folder(None)
-    int8 = export_for_vllm(None, work / "w8a8", quantize="w8a8")
+    static = export_for_vllm(
+        None, work / "w8a8", quantize="w8a8", calibration=calibration_samples()
+    )
+    dynamic = export_for_vllm(None, work / "w8a8-dynamic", quantize="w8a8-dynamic")
     presets = {"none (fp32)": (plain, []), "fp8": (plain, ["--quantization", "fp8"]),
-               "w8a8": (int8, ["--quantization", "w8a8"])}  # fmt: skip
+               "w8a8 (static, calibrated)": (static, ["--quantization", "w8a8"]),
+               "w8a8-dynamic": (dynamic, ["--quantization", "w8a8-dynamic"])}  # fmt: skip
     rows = []
     for name, (folder, extra) in presets.items():
         log = work / f"{name.split()[0]}.log"

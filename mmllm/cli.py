@@ -285,15 +285,32 @@ def export(
     out: Path = typer.Argument(..., help="Folder to write (must be new or empty)."),
     model: Path = typer.Option(None, "--model", help="Checkpoint folder (default: shipped model)."),
     reduction: str = typer.Option(None, "--reduction", help="Reducer spec baked into the export."),
-    quantize: str = typer.Option(None, "--quantize", help="Write a quantized LLM: w8a8 (int8)."),
+    quantize: str = typer.Option(
+        None, "--quantize", help="Quantized LLM: w8a8 (int8), w8a8-dynamic."
+    ),
     keep_lora: bool = typer.Option(
         False, "--keep-lora", help="Keep LoRA apart (served by vLLM's LoRA) instead of merging."
     ),
+    calibration_data: Path = typer.Option(
+        None, "--calibration-data", help="w8a8: data folder to calibrate on (default: generated)."
+    ),
+    calibration_samples: int = typer.Option(32, "--calibration-samples", min=1),
 ):
     """Write a vLLM-servable folder: LoRA merged, adapter + LLM in one safetensors file."""
     from mmllm.serving.export import export_for_vllm
 
-    folder = export_for_vllm(model, out, reduction, quantize=quantize, keep_lora=keep_lora)
+    calibration = None
+    if calibration_data is not None:
+        from mmllm.data.dataset import load_dataset
+
+        calibration = load_dataset(calibration_data)[:calibration_samples]
+    elif quantize is not None:
+        from mmllm.serving.export import calibration_samples as generated
+
+        calibration = generated(calibration_samples)
+    folder = export_for_vllm(
+        model, out, reduction, quantize=quantize, keep_lora=keep_lora, calibration=calibration
+    )
     console.print(f"exported: {folder}")
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from mmllm.errors import MMLLMError
+from mmllm.serving.quantization import get_preset
 from mmllm.serving.spec import ARCHITECTURE, CONFIG_KEY, ServedSpec, check_servable_reduction
 
 WEIGHTS_FILE = "model.safetensors"
@@ -51,11 +53,14 @@ def _llm_state(llm) -> dict[str, torch.Tensor]:
 QUANTIZED_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def quantize_w8a8(state: dict[str, torch.Tensor]) -> dict:
+def quantize_w8a8(
+    state: dict[str, torch.Tensor], input_absmax: dict[str, float] | None = None
+) -> dict:
     """Int8 weights with one symmetric scale per output channel, in place, in compressed-tensors'
-    ``int-quantized`` layout (``weight`` int8 + ``weight_scale [out, 1]``); activations are
-    quantized per token at run time by vLLM (dynamic), so no calibration set is needed. Returns
-    the ``quantization_config`` block vLLM reads."""
+    ``int-quantized`` layout (``weight`` int8 + ``weight_scale [out, 1]``). Activations: with
+    ``input_absmax`` (per linear layer, from :func:`calibrate_inputs`) one static scale per
+    layer (``input_scale``); without, vLLM quantizes them per token at run time (dynamic).
+    Returns the ``quantization_config`` block vLLM reads."""
     for name in [
         n for n in state if n.endswith(".weight") and n.split(".")[-2] in QUANTIZED_LINEARS
     ]:
@@ -63,7 +68,18 @@ def quantize_w8a8(state: dict[str, torch.Tensor]) -> dict:
         scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / 127.0
         state[name] = torch.round(w / scale).clamp_(-127, 127).to(torch.int8)
         state[name.removesuffix("weight") + "weight_scale"] = scale.to(torch.float32)
+        if input_absmax is not None:
+            layer = name.removesuffix(".weight")
+            if layer not in input_absmax:
+                raise MMLLMError(f"calibration saw no input for {layer}")
+            amax = max(input_absmax[layer], 1e-8)
+            state[layer + ".input_scale"] = torch.tensor([amax / 127.0], dtype=torch.float32)
     int8 = {"num_bits": 8, "type": "int", "symmetric": True, "group_size": None}
+    activations = (
+        {**int8, "strategy": "tensor", "dynamic": False}
+        if input_absmax is not None
+        else {**int8, "strategy": "token", "dynamic": True}
+    )
     return {
         "quant_method": "compressed-tensors",
         "format": "int-quantized",
@@ -72,12 +88,53 @@ def quantize_w8a8(state: dict[str, torch.Tensor]) -> dict:
             "group_0": {
                 "targets": ["Linear"],
                 "weights": {**int8, "strategy": "channel", "dynamic": False},
-                "input_activations": {**int8, "strategy": "token", "dynamic": True},
+                "input_activations": activations,
                 "output_activations": None,
             }
         },
         "ignore": ["lm_head"],
     }
+
+
+@torch.no_grad()
+def calibrate_inputs(model, samples: Sequence) -> dict[str, float]:
+    """Largest |input| of every LLM linear layer over whole prompts, images included (the
+    visual tokens pass through the same layers as the text), one sample at a time (no padding).
+    Keys are the layers' HF names (``model.layers.0.self_attn.q_proj``)."""
+    from mmllm.processor import MMLLMProcessor
+
+    llm = model._causal_lm()
+    amax: dict[str, float] = {}
+    hooks = []
+    for name, module in llm.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in QUANTIZED_LINEARS:
+
+            def record(_mod, args, _out, name=name):
+                amax[name] = max(amax.get(name, 0.0), float(args[0].abs().amax()))
+
+            hooks.append(module.register_forward_hook(record))
+    processor = MMLLMProcessor.from_model(model)
+    try:
+        for sample in samples:
+            prompt = [m for m in sample.messages if m["role"] != "assistant"] or sample.messages
+            inputs = processor([prompt], [sample.images])
+            model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return amax
+
+
+def calibration_samples(n: int = 32, seed: int = 1234) -> list:
+    """Generated training-split images and questions (never the held-out split)."""
+    import tempfile
+
+    from mmllm.data.dataset import load_dataset
+    from mmllm.data.generate import make_dataset
+
+    folder = Path(tempfile.mkdtemp(prefix="mmllm-calib-"))
+    make_dataset(folder, n, seed=seed, split="train", progress=False)
+    return load_dataset(folder)
 
 
 def export_for_vllm(
@@ -87,6 +144,7 @@ def export_for_vllm(
     dtype: torch.dtype = torch.float32,
     quantize: str | None = None,
     keep_lora: bool = False,
+    calibration: Sequence | None = None,
 ) -> Path:
     """Write a vLLM-servable folder for ``checkpoint`` (default: the shipped model), its LLM
     optionally quantized (``quantize="w8a8"``, see :mod:`mmllm.serving.quantization`), its LoRA
@@ -96,12 +154,10 @@ def export_for_vllm(
     _check_quantize(quantize)
     _check_out(Path(out))
     model = load_model(checkpoint, reduction=reduction)
-    return export_model(model, out, dtype, quantize, keep_lora)
+    return export_model(model, out, dtype, quantize, keep_lora, calibration)
 
 
 def _check_quantize(quantize: str | None) -> None:
-    from mmllm.serving.quantization import get_preset
-
     if quantize is not None and get_preset(quantize).checkpoint_format is None:
         raise MMLLMError(
             f"preset {quantize!r} quantizes online at launch: export without --quantize and "
@@ -120,6 +176,7 @@ def export_model(
     dtype: torch.dtype = torch.float32,
     quantize: str | None = None,
     keep_lora: bool = False,
+    calibration: Sequence | None = None,
 ) -> Path:
     """Write the vLLM folder for a loaded :class:`MMLLMForConditionalGeneration` (its LoRA is
     merged into the LLM in place: export from a model you no longer train)."""
@@ -156,7 +213,13 @@ def export_model(
             f"{expected}); the exported spec does not describe this model"
         )
     state = _llm_state(llm)
-    quant_config = quantize_w8a8(state) if quantize is not None else None
+    quant_config = None
+    if quantize is not None:
+        absmax = None
+        if get_preset(quantize).static_activations:
+            model.llm = llm  # calibrate the merged LLM that is exported
+            absmax = calibrate_inputs(model, calibration or calibration_samples())
+        quant_config = quantize_w8a8(state, absmax)
     for key, value in model.adapter.state_dict().items():
         state[f"adapter.{key}"] = value.detach().to(dtype).contiguous().cpu()
     save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})

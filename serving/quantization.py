@@ -5,9 +5,11 @@ preset     what it is                                     devices      how
 =========  =============================================  ===========  ==========================
 ``fp8``    fp8 weights, per output channel, dynamic       cpu, cuda    online (vLLM quantizes at
            per-token activations                                       load: ``fp8_per_channel``)
-``w8a8``   int8 weights per channel + int8 dynamic        cpu, cuda    a checkpoint written by
-           per-token activations (compressed-tensors)                  ``mmllm export --quantize
-                                                                       w8a8``
+``w8a8``   int8 weights per channel + int8 activations,   cpu, cuda    a checkpoint written by
+           one static scale per layer calibrated on                    ``mmllm export --quantize
+           whole prompts (image and text tokens)                       w8a8`` (compressed-tensors)
+``w8a8-    as ``w8a8``, activations scaled per token      cpu, cuda    ``mmllm export --quantize
+dynamic``  at run time (no calibration)                                w8a8-dynamic``
 ``int8``   alias of ``w8a8``
 =========  =============================================  ===========  ==========================
 
@@ -31,6 +33,7 @@ class Preset:
     devices: tuple[str, ...]
     online: str | None = None  # vLLM --quantization value for online quantization
     checkpoint_format: str | None = None  # compressed-tensors format an export writes
+    static_activations: bool = False  # activation scales calibrated at export
 
 
 PRESETS: dict[str, Preset] = {
@@ -38,8 +41,12 @@ PRESETS: dict[str, Preset] = {
         "fp8", "fp8 weights per channel (online)", ("cpu", "cuda"), online="fp8_per_channel"
     ),
     "w8a8": Preset(
-        "w8a8", "int8 weights + int8 dynamic activations", ("cpu", "cuda"),
-        checkpoint_format="int-quantized",
+        "w8a8", "int8 weights + int8 activations, static scales calibrated on images + text",
+        ("cpu", "cuda"), checkpoint_format="int-quantized", static_activations=True,
+    ),
+    "w8a8-dynamic": Preset(
+        "w8a8-dynamic", "int8 weights + int8 activations scaled per token at run time",
+        ("cpu", "cuda"), checkpoint_format="int-quantized",
     ),
 }  # fmt: skip
 ALIASES = {"int8": "w8a8"}

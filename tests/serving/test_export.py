@@ -69,12 +69,36 @@ def test_w8a8_weights_dequantise_close_and_config_is_compressed_tensors():
 
 
 def test_quantized_export_records_its_format(tiny, tmp_path):
-    out = export_model(tiny.model(), tmp_path / "out", quantize="int8")
     from mmllm.serving.quantization import checkpoint_quantization
 
+    out = export_model(tiny.model(), tmp_path / "out", quantize="w8a8-dynamic")
     assert checkpoint_quantization(out) == "int-quantized"
     state = load_file(out / "model.safetensors")
     assert state["model.layers.0.self_attn.q_proj.weight"].dtype == torch.int8
+    assert not any(k.endswith("input_scale") for k in state)  # scaled per token at run time
+
+
+def test_static_w8a8_scales_come_from_image_and_text_calibration(tiny, tmp_path, images):
+    from mmllm.data.dataset import Sample
+    from mmllm.serving.export import calibrate_inputs
+
+    question = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}
+    samples = [Sample(messages=[question], images=[im]) for im in images]
+    model = tiny.model()
+    absmax = calibrate_inputs(model, samples)
+    assert len(absmax) == 2 * 7  # 2 layers x 7 linear layers, every one seen
+    # the recorded maximum is over whole prompts: image positions included
+    text_only = calibrate_inputs(
+        model, [Sample(messages=[{"role": "user", "content": "Colour?"}], images=[])]
+    )
+    assert any(absmax[k] > text_only[k] for k in absmax)
+    out = export_model(model, tmp_path / "out", quantize="w8a8", calibration=samples)
+    state = load_file(out / "model.safetensors")
+    name = "model.layers.1.mlp.down_proj"
+    torch.testing.assert_close(state[name + ".input_scale"], torch.tensor([absmax[name] / 127]))
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    acts = config["config_groups"]["group_0"]["input_activations"]
+    assert acts["dynamic"] is False and acts["strategy"] == "tensor"
 
 
 @pytest.mark.parametrize(

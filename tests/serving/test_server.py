@@ -17,7 +17,7 @@ def exported(tiny, tmp_path):
 
 @pytest.fixture
 def exported_int8(tiny, tmp_path):
-    return export_model(tiny.model(), tmp_path / "int8", quantize="w8a8")
+    return export_model(tiny.model(), tmp_path / "int8", quantize="w8a8-dynamic")
 
 
 def arg(cmd: list[str], flag: str, n: int = 1):
