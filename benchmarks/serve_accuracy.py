@@ -4,7 +4,8 @@ served greedy answers with local `mmllm chat` (fp32, same reduction).
     python benchmarks/serve_accuracy.py --data data/test --limit 200 --out benchmarks/results
 
 Local answers are computed once; then one server per preset (none, fp8 online, w8a8 calibrated
-and w8a8-dynamic exports) is started, asked every question, and stopped. Writes serve_accuracy.md and serve_accuracy.json.
+and w8a8-dynamic exports) is started, asked every question, and stopped. Writes
+serve_accuracy.md and serve_accuracy.json.
 """
 
 from __future__ import annotations
