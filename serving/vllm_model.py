@@ -166,6 +166,7 @@ class MMLLMForVLLM(nn.Module, SupportsMultiModal, SupportsLoRA):
         from mmllm.reduction import build
 
         config = vllm_config.model_config.hf_config
+        self.config = config  # vLLM's LoRA manager reads it
         self.spec = ServedSpec.from_config(config)
         with self._mark_tower_model(vllm_config, "image"):
             # the encoder loads its pretrained weights from its package; the adapter's come
