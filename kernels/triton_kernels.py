@@ -105,12 +105,25 @@ def bipartite_best_match(unit_a: torch.Tensor, unit_b: torch.Tensor):
 
 
 @triton.jit
+def _block_logits(k_base, bias_row, q, cols, dims, d_ok, n, sk_n, scale, HAS_BIAS: tl.constexpr):
+    """Scaled logits of one key block (-inf past the end)."""
+    ok = cols < n
+    keys = tl.load(k_base + cols[:, None] * sk_n + dims[None, :],
+                   mask=ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)  # fmt: skip
+    logits = tl.sum(keys * q[None, :], axis=1) * scale
+    if HAS_BIAS:
+        logits += tl.load(bias_row + cols, mask=ok, other=0.0).to(tl.float32)
+    return tl.where(ok, logits, float("-inf"))
+
+
+@triton.jit
 def _query_attention_kernel(q_ptr, k_ptr, bias_ptr, out_ptr, n, d, heads, scale,
                             HAS_BIAS: tl.constexpr, sq_b, sq_h, sk_b, sk_h, sk_n,
                             BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     b = tl.program_id(0)
     dims = tl.arange(0, BLOCK_D)
     d_ok = dims < d
+    bias_row = bias_ptr + b * n
     for h in range(0, heads):
         q = tl.load(q_ptr + b * sq_b + h * sq_h + dims, mask=d_ok, other=0.0).to(tl.float32)
         k_base = k_ptr + b.to(tl.int64) * sk_b + h * sk_h
@@ -118,25 +131,17 @@ def _query_attention_kernel(q_ptr, k_ptr, bias_ptr, out_ptr, n, d, heads, scale,
         total = tl.zeros((), tl.float32)
         for n0 in range(0, n, BLOCK_N):  # pass 1: running max and normaliser
             cols = n0 + tl.arange(0, BLOCK_N)
-            ok = cols < n
-            keys = tl.load(k_base + cols[:, None] * sk_n + dims[None, :],
-                           mask=ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)  # fmt: skip
-            logits = tl.sum(keys * q[None, :], axis=1) * scale
-            if HAS_BIAS:
-                logits += tl.load(bias_ptr + b * n + cols, mask=ok, other=0.0).to(tl.float32)
-            logits = tl.where(ok, logits, float("-inf"))
+            logits = _block_logits(k_base, bias_row, q, cols, dims, d_ok, n, sk_n, scale,
+                                   HAS_BIAS)  # fmt: skip
             new_m = tl.maximum(m, tl.max(logits, axis=0))
             total = total * tl.exp(m - new_m) + tl.sum(tl.exp(logits - new_m), axis=0)
             m = new_m
         for n0 in range(0, n, BLOCK_N):  # pass 2: probabilities, averaged over heads
             cols = n0 + tl.arange(0, BLOCK_N)
-            ok = cols < n
-            keys = tl.load(k_base + cols[:, None] * sk_n + dims[None, :],
-                           mask=ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)  # fmt: skip
-            logits = tl.sum(keys * q[None, :], axis=1) * scale
-            if HAS_BIAS:
-                logits += tl.load(bias_ptr + b * n + cols, mask=ok, other=0.0).to(tl.float32)
+            logits = _block_logits(k_base, bias_row, q, cols, dims, d_ok, n, sk_n, scale,
+                                   HAS_BIAS)  # fmt: skip
             p = tl.exp(logits - m) / total / heads
+            ok = cols < n
             prev = tl.load(out_ptr + b * n + cols, mask=ok, other=0.0)
             tl.store(out_ptr + b * n + cols, prev + p, mask=ok)
 
