@@ -34,11 +34,13 @@ class Preset:
     online: str | None = None  # vLLM --quantization value for online quantization
     checkpoint_format: str | None = None  # compressed-tensors format an export writes
     static_activations: bool = False  # activation scales calibrated at export
+    dtype: str | None = None  # the compute dtype vLLM requires with this preset
 
 
 PRESETS: dict[str, Preset] = {
     "fp8": Preset(
-        "fp8", "fp8 weights per channel (online)", ("cpu", "cuda"), online="fp8_per_channel"
+        "fp8", "fp8 weights per channel (online)", ("cpu", "cuda"), online="fp8_per_channel",
+        dtype="bfloat16",  # vLLM refuses fp8_per_channel with float32 activations
     ),
     "w8a8": Preset(
         "w8a8", "int8 weights + int8 activations, static scales calibrated on images + text",

@@ -101,6 +101,7 @@ def test_quantization_presets(exported, exported_int8):
         resolve_preset("nf3", "cpu", exported)
     cmd = vllm_command(ServeOptions(quantization="fp8"), exported)
     assert arg(cmd, "--quantization") == "fp8_per_channel"
+    assert arg(cmd, "--dtype") == "bfloat16"  # vLLM refuses fp8 with float32
 
 
 def test_serve_dry_run_prints_the_command(exported, capsys):
