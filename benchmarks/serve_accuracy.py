@@ -48,14 +48,22 @@ def main() -> None:
     ]
     work = Path(tempfile.mkdtemp(prefix="mmllm-serve-acc-"))
     plain = served_folder(None)
-    static = export_for_vllm(
-        None, work / "w8a8", quantize="w8a8", calibration=calibration_samples()
-    )
-    dynamic = export_for_vllm(None, work / "w8a8-dynamic", quantize="w8a8-dynamic")
-    presets = {"none (fp32)": (plain, []), "fp8": (plain, ["--quantization", "fp8"]),
-               "w8a8 (static, calibrated)": (static, ["--quantization", "w8a8"]),
+    wanted = set(args.presets.split(",")) if args.presets else None
+
+    def exported(name: str, **kw) -> Path:
+        if wanted is not None and name not in wanted:
+            return plain  # not run
+        return export_for_vllm(None, work / name, **kw)
+
+    static = exported("w8a8", quantize="w8a8", calibration=calibration_samples())
+    dynamic = exported("w8a8-dynamic", quantize="w8a8-dynamic")
+    presets = {"none": (plain, []), "fp8": (plain, ["--quantization", "fp8"]),
+               "w8a8": (static, ["--quantization", "w8a8"]),
                "w8a8-dynamic": (dynamic, ["--quantization", "w8a8-dynamic"])}  # fmt: skip
-    rows = []
+    presets = {k: v for k, v in presets.items() if wanted is None or k in wanted}
+    result_file = args.out / "serve_accuracy.json"
+    previous = json.loads(result_file.read_text()) if result_file.is_file() and wanted else []
+    rows = [r for r in previous if r["preset"] not in presets]
     for name, (folder, extra) in presets.items():
         log = work / f"{name}.log"
         try:
