@@ -80,11 +80,18 @@ class ServerProcess:
         raise MMLLMError(f"server not up after {START_TIMEOUT_S} s; see {self.log}")
 
     def __enter__(self) -> ServerProcess:
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.__exit__()  # a server that never came up is stopped too
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:  # the whole group is gone already
+            return
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
