@@ -15,14 +15,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from tqdm import tqdm
-
-from mmllm.chat import reply
 from mmllm.data.dataset import load_dataset
-from mmllm.data.normalize import exact_match
 from mmllm.default_model import load_model
 from mmllm.serving.bench import ServerProcess
-from mmllm.serving.client import remote_reply
+from mmllm.serving.compare import local_answers, served_agreement
 from mmllm.serving.export import calibration_samples, export_for_vllm
 from mmllm.serving.server import served_folder
 
@@ -40,12 +36,8 @@ def main() -> None:
     args = parser.parse_args()
 
     samples = load_dataset(args.data)[: args.limit]
-    prompts = [s.messages[:-1] for s in samples]
     model = load_model(reduction=args.reduction)
-    local = [
-        reply(model, p, s.images, args.max_new_tokens)
-        for p, s in tqdm(list(zip(prompts, samples, strict=True)), desc="local")
-    ]
+    local = local_answers(samples, model, args.max_new_tokens)
     work = Path(tempfile.mkdtemp(prefix="mmllm-serve-acc-"))
     plain = served_folder(None)
     wanted = set(args.presets.split(",")) if args.presets else None
@@ -68,26 +60,21 @@ def main() -> None:
         log = work / f"{name}.log"
         try:
             with ServerProcess(folder, args.reduction, log, extra) as server:
-                served = [
-                    remote_reply(server.url, p, s.images, args.max_new_tokens)
-                    for p, s in tqdm(list(zip(prompts, samples, strict=True)), desc=name)
-                ]
+                result = served_agreement(
+                    server.url, samples, max_new_tokens=args.max_new_tokens, local=local
+                )
         except Exception as err:  # a preset this machine cannot run is reported, not hidden
             rows.append({"preset": name, "error": f"{type(err).__name__}: {err}", "log": str(log)})
             continue
-        n = len(samples)
+        summary = result.summary()
         rows.append(
             {
                 "preset": name,
-                "n": n,
-                "served_accuracy": sum(map(exact_match, served, [s.answer for s in samples])) / n,
-                "local_accuracy": sum(map(exact_match, local, [s.answer for s in samples])) / n,
-                "agreement_with_local": sum(a == b for a, b in zip(served, local, strict=True)) / n,
-                "mismatches": [
-                    {"id": s.extra.get("id"), "local": a, "served": b}
-                    for s, a, b in zip(samples, local, served, strict=True)
-                    if a != b
-                ][:20],
+                "n": result.n,
+                "served_accuracy": summary["served_accuracy"],
+                "local_accuracy": summary["local_accuracy"],
+                "agreement_with_local": summary["agreement"],
+                "mismatches": result.mismatches[:20],
             }
         )
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "mismatches"}), flush=True)

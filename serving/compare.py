@@ -32,38 +32,55 @@ class Agreement:
         }
 
 
+def _prompt(sample) -> list[dict]:
+    """The sample's conversation without the final assistant turn."""
+    last = sample.messages[-1]["role"] == "assistant"
+    return sample.messages[:-1] if last else sample.messages
+
+
+def local_answers(
+    samples: Sequence, model=None, max_new_tokens: int = 16, progress: bool = True
+) -> list[str]:
+    """Greedy answers of local chat (default model: the shipped one)."""
+    from mmllm.chat import reply
+    from mmllm.default_model import load_model
+
+    model = model or load_model()
+    return [
+        reply(model, _prompt(s), s.images, max_new_tokens)
+        for s in tqdm(samples, desc="local", disable=not progress)
+    ]
+
+
 def served_agreement(
     server: str,
     samples: Sequence,
     model=None,
     max_new_tokens: int = 16,
     progress: bool = True,
+    local: Sequence[str] | None = None,
 ) -> Agreement:
     """Ask both the local ``model`` (default: shipped) and ``server`` each sample's question.
 
-    Each sample is a :class:`mmllm.data.dataset.Sample`; the prompt is its conversation without
-    the final assistant turn. The local model must run the reduction the server runs.
+    Each sample is a :class:`mmllm.data.dataset.Sample`. The local model must run the reduction
+    the server runs; ``local`` gives its answers when already computed (one set, many servers).
     """
-    from mmllm.chat import reply
     from mmllm.data.normalize import exact_match
-    from mmllm.default_model import load_model
     from mmllm.serving.client import remote_reply
 
-    model = model or load_model()
+    if local is None:
+        local = local_answers(samples, model, max_new_tokens, progress)
     result = Agreement(n=len(samples), agree=0)
-    for sample in tqdm(samples, desc="local vs served", disable=not progress):
-        prompt = (
-            sample.messages[:-1] if sample.messages[-1]["role"] == "assistant" else sample.messages
-        )
-        local = reply(model, prompt, sample.images, max_new_tokens)
-        served = remote_reply(server, prompt, sample.images, max_new_tokens)
-        if local == served:
+    pairs = list(zip(samples, local, strict=True))
+    for sample, local_answer in tqdm(pairs, desc="served", disable=not progress):
+        served = remote_reply(server, _prompt(sample), sample.images, max_new_tokens)
+        if local_answer == served:
             result.agree += 1
         else:
             result.mismatches.append(
-                {"id": sample.extra.get("id"), "local": local, "served": served}
+                {"id": sample.extra.get("id"), "local": local_answer, "served": served}
             )
         if sample.answer is not None:
-            result.local_correct += exact_match(local, sample.answer)
+            result.local_correct += exact_match(local_answer, sample.answer)
             result.served_correct += exact_match(served, sample.answer)
     return result

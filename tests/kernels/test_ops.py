@@ -164,5 +164,5 @@ def test_unknown_backend_and_unavailable_triton(monkeypatch):
     if not torch.cuda.is_available():
         monkeypatch.setenv("MMLLM_KERNELS", "triton")
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-        with pytest.raises(MMLLMError, match="Triton runs on CUDA|triton is not installed"):
+        with pytest.raises(MMLLMError, match=r"Triton runs on CUDA|triton is not installed"):
             ops.greedy_max_min(cosine_dist(features(1, 4, 4)), 2)
