@@ -94,6 +94,22 @@ def data_make(
     console.print(f"wrote {n} samples to {path}")
 
 
+@data_app.command("make-draw")
+def data_make_draw(
+    out: Path = typer.Option(..., "--out", help="Folder to write draw.jsonl and images/ into."),
+    n: int = typer.Option(1000, "--n", min=1, help="Number of prompts."),
+    seed: int = typer.Option(0, "--seed", help="Seed; same seed, same files."),
+    split: str = typer.Option(
+        "train", "--split", help="train (no held-out combinations) or test (half held out)."
+    ),
+):
+    """Render text-to-image prompts with their canonical images (generator training data)."""
+    from mmllm.generation.dataset import make_draw_dataset
+
+    path = make_draw_dataset(out, n, seed, split)
+    console.print(f"wrote {n} prompts to {path}")
+
+
 @data_app.command("tasks")
 def data_tasks():
     """List the generated tasks and their phrasings (held-out ones marked)."""
@@ -144,10 +160,16 @@ def train(
     eval_data: Path = typer.Option(None, "--eval-data", help="Override data.eval."),
     output: Path = typer.Option(None, "--output", help="Override train.output_dir."),
     init_from: Path = typer.Option(None, "--init-from", help="Override model.init_from."),
+    sets: list[str] = typer.Option(
+        None, "--set", help="Override any recipe key: --set train.max_steps=100 (repeatable)."
+    ),
 ):
-    """Train a model or an image tokenizer from a recipe (transformers Trainer; works under
-    accelerate/torchrun)."""
-    from mmllm.recipe import TokenizerRecipe, load_recipe
+    """Train a model, an image tokenizer or an image generator from a recipe (transformers
+    Trainer; works under accelerate/torchrun)."""
+    import yaml
+
+    from mmllm.generation.train import train_generator
+    from mmllm.recipe import GeneratorRecipe, TokenizerRecipe, load_recipe
     from mmllm.train import train as run_train
     from mmllm.train_tokenizer import train_tokenizer
 
@@ -161,8 +183,14 @@ def train(
         )
         if value is not None
     }
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise MMLLMError(f"--set takes KEY=VALUE (e.g. train.max_steps=100), got '{item}'")
+        overrides[key.strip()] = yaml.safe_load(value)
     loaded = load_recipe(recipe, overrides)
-    run = train_tokenizer if isinstance(loaded, TokenizerRecipe) else run_train
+    runners = {TokenizerRecipe: train_tokenizer, GeneratorRecipe: train_generator}
+    run = runners.get(type(loaded), run_train)
     final = run(loaded, smoke=smoke, resume=resume)
     console.print(f"saved {final}")
 

@@ -169,6 +169,58 @@ class TokenizerRecipe(_Strict):
                 raise MMLLMError(f"recipe '{self.name}': {label} = {path} does not exist")
 
 
+class GeneratorModelSection(_Strict):
+    """What :class:`mmllm.generation.model.ImageGenerator` is built from."""
+
+    llm: str = "smollm2"
+    image_tokenizer: Path = Field(description="folder of a trained discrete tokenizer")
+    cfg_dropout: float = Field(0.1, ge=0, lt=1, description="share of prompts dropped (for CFG)")
+
+
+class GeneratorTrainSection(_Strict):
+    output_dir: Path
+    max_steps: int = Field(500, gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(5e-4, gt=0, description="LoRA learning rate")
+    rows_lr: float = Field(2e-3, gt=0, description="learning rate of the new image rows")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    save_steps: int = Field(100, gt=0)
+    logging_steps: int = Field(10, gt=0)
+    eval_samples: int = Field(32, ge=0, description="prompts sampled and checked at the end")
+    seed: int = 0
+
+
+class GeneratorSmokeSection(_Strict):
+    max_steps: int = Field(2, gt=0)
+    train_samples: int = Field(8, gt=0)
+    batch_size: int = Field(2, gt=0)
+
+
+class GeneratorRecipe(_Strict):
+    """An LLM taught to write image tokens (``generator:`` section; data from make-draw)."""
+
+    name: str
+    description: str = ""
+    generator: GeneratorModelSection
+    data: DataSection
+    lora: LoraSection = LoraSection()
+    train: GeneratorTrainSection
+    smoke: GeneratorSmokeSection = GeneratorSmokeSection()
+
+    def check_paths(self) -> None:
+        for label, path in (
+            ("data.train", self.data.train),
+            ("data.eval", self.data.eval),
+            ("generator.image_tokenizer", self.generator.image_tokenizer),
+        ):
+            if path is not None and not path.exists():
+                hint = {
+                    "data": " (make one with `mmllm data make-draw`)",
+                    "gene": " (train one with `mmllm train recipes/tokenizer_draw.yaml`)",
+                }[label[:4]]
+                raise MMLLMError(f"recipe '{self.name}': {label} = {path} does not exist{hint}")
+
+
 def _set(tree: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for key in parents:
@@ -178,11 +230,12 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
 
 def load_recipe(
     path: str | Path, overrides: dict[str, Any] | None = None
-) -> Recipe | TokenizerRecipe:
+) -> Recipe | TokenizerRecipe | GeneratorRecipe:
     """Read and validate a recipe; ``overrides`` set dotted keys (``{"data.train": "..."}``).
 
-    A recipe with a ``tokenizer`` section trains a discrete image tokenizer; any other trains
-    the vision-language model. Relative paths are resolved against the working directory.
+    A recipe with a ``tokenizer`` section trains a discrete image tokenizer, one with a
+    ``generator`` section an LLM that writes image tokens; any other trains the
+    vision-language model. Relative paths are resolved against the working directory.
     """
     path = Path(path)
     if not path.is_file():
@@ -201,7 +254,13 @@ def load_recipe(
         raise MMLLMError(f"{path}: a recipe is a YAML mapping")
     for key, value in (overrides or {}).items():
         _set(raw, key, value)
-    schema = TokenizerRecipe if "tokenizer" in raw else Recipe
+    schema = (
+        TokenizerRecipe
+        if "tokenizer" in raw
+        else GeneratorRecipe
+        if "generator" in raw
+        else Recipe
+    )
     try:
         return schema.model_validate(raw)
     except ValidationError as err:
