@@ -206,13 +206,37 @@ def chat(
     server: str = typer.Option(
         None, "--server", help="URL of an `mmllm serve` (OpenAI-compatible) server to ask instead."
     ),
+    save_dir: Path = typer.Option(
+        Path("."), "--save-dir", help="Where images asked for in chat ('draw ...') are saved."
+    ),
 ):
-    """Ask the model about images (one question, or an interactive multi-turn session)."""
+    """Ask the model about images (one question, or an interactive multi-turn session).
+
+    A message that asks for an image ("draw a red circle", "generate an image of two blue
+    stars") is answered by the shipped generator instead: the image is saved under --save-dir.
+    """
     from mmllm.chat import reply, user_turn
+    from mmllm.generation.requests import drawing_request, save_images
+
+    drawn: list[Path] = []
+    generators: list = []  # loaded at the first drawing request, then reused
+
+    def draw(what: str) -> str:
+        from mmllm.generation.model import ImageGenerator
+
+        if not generators:
+            generators.append(ImageGenerator.from_pretrained())
+        generator = generators[0]
+        path = save_dir / f"mmllm_image_{len(drawn)}.png"
+        drawn.extend(save_images(generator.generate(what, seed=len(drawn)), path))
+        return f"I drew {what} and saved it to {path}"
 
     images = images or []
     if question is not None and not question.strip():
         raise MMLLMError("empty question: ask something about the image")
+    if question is not None and (what := drawing_request(question)) is not None:
+        typer.echo(draw(what))  # before loading the understanding model: not needed
+        return
     if server is not None:
         if model is not None or reduction is not None:
             raise MMLLMError("--model and --reduction are set on the server (`mmllm serve`)")
@@ -240,10 +264,43 @@ def chat(
             break
         if not text:
             break
+        if (what := drawing_request(text)) is not None:
+            console.print(f"model> {draw(what)}")
+            continue
         messages.append(user_turn(text, len(images) if not messages else 0))
         answer = reply(mm, messages, images, max_new_tokens, temperature)
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         console.print(f"model> {answer}")
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(
+        ..., help='What to draw, e.g. "a red circle left of a blue square".'
+    ),
+    out: Path = typer.Option(Path("image.png"), "--out", "-o", help="Image file to write."),
+    model: Path = typer.Option(
+        None, "--model", help="Generator folder (default: the shipped generator)."
+    ),
+    n: int = typer.Option(1, "--n", min=1, help="Images to sample (out_0.png, out_1.png, ...)."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
+    top_k: int = typer.Option(50, "--top-k", min=1, help="Sample among the k likeliest codes."),
+    cfg: float = typer.Option(
+        3.0, "--cfg", min=1.0, help="Classifier-free guidance scale (1 = none)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed; same seed, same image."),
+    size: int = typer.Option(256, "--size", min=16, help="Saved image side in px (upscaled)."),
+):
+    """Draw an image from a text prompt: the LLM writes image tokens, the tokenizer decodes them."""
+    from mmllm.generation.model import ImageGenerator
+    from mmllm.generation.requests import save_images
+
+    generator = ImageGenerator.from_pretrained(model)
+    images = generator.generate(
+        [prompt] * n, temperature=temperature, top_k=top_k, cfg_scale=cfg, seed=seed
+    )
+    for path in save_images(images, out, size):
+        console.print(f"saved {path}")
 
 
 @app.command("eval")

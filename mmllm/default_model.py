@@ -12,6 +12,7 @@ from pathlib import Path
 from mmllm.errors import MMLLMError
 
 DEFAULT_MODEL_PACKAGE = "mmllm.default_model_weights"
+DEFAULT_GENERATOR_PACKAGE = "mmllm.default_generator_weights"
 
 
 def default_model_path() -> Path:
@@ -21,6 +22,17 @@ def default_model_path() -> Path:
         raise MMLLMError(
             "this install ships no trained default model yet; train one with "
             "`mmllm train default_stage1 && mmllm train default_stage2` or pass --model PATH"
+        )
+    return folder
+
+
+def default_generator_path() -> Path:
+    """Folder of the shipped text-to-image generator."""
+    folder = Path(str(resources.files(DEFAULT_GENERATOR_PACKAGE)))
+    if not (folder / "generator_config.json").is_file():
+        raise MMLLMError(
+            "this install ships no trained generator; train one with "
+            "`mmllm train generator_draw` or pass --model PATH"
         )
     return folder
 

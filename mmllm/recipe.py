@@ -255,11 +255,7 @@ def load_recipe(
     for key, value in (overrides or {}).items():
         _set(raw, key, value)
     schema = (
-        TokenizerRecipe
-        if "tokenizer" in raw
-        else GeneratorRecipe
-        if "generator" in raw
-        else Recipe
+        TokenizerRecipe if "tokenizer" in raw else GeneratorRecipe if "generator" in raw else Recipe
     )
     try:
         return schema.model_validate(raw)

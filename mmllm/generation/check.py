@@ -96,7 +96,9 @@ def detect(image: Image.Image) -> list[DetectedObject]:
     image = image.convert("RGB")
     if min(image.size) < DETECT_SIZE:  # small renders: shapes are told apart on a bicubic upscale
         scale = DETECT_SIZE / min(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+        image = image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.BICUBIC
+        )
     pixels = np.asarray(image)
     h, w = pixels.shape[:2]
     colours = colour_map(pixels)
@@ -112,19 +114,25 @@ def detect(image: Image.Image) -> list[DetectedObject]:
             if iou < MIN_SHAPE_IOU:
                 continue
             ys, xs = np.nonzero(mask)
-            found.append(DetectedObject(colour, shape, xs.mean() / w, ys.mean() / h, area, iou))
+            found.append(
+                DetectedObject(
+                    colour, shape, float(xs.mean() / w), float(ys.mean() / h), float(area), iou
+                )
+            )
     return found
 
 
 def _relation_holds(a: DetectedObject, b: DetectedObject, relation: str) -> bool:
     dx, dy = b.x - a.x, b.y - a.y  # a relative to b: "a left of b" means dx > 0
     horizontal = abs(dx) > abs(dy)
-    return {
-        "left of": horizontal and dx > 0,
-        "right of": horizontal and dx < 0,
-        "above": not horizontal and dy > 0,
-        "below": not horizontal and dy < 0,
-    }[relation]
+    return bool(
+        {
+            "left of": horizontal and dx > 0,
+            "right of": horizontal and dx < 0,
+            "above": not horizontal and dy > 0,
+            "below": not horizontal and dy < 0,
+        }[relation]
+    )
 
 
 def check(image: Image.Image, spec: DrawSpec) -> CheckResult:
@@ -141,10 +149,10 @@ def check(image: Image.Image, spec: DrawSpec) -> CheckResult:
         )
         relation = colour_ok and _relation_holds(groups[0][0], groups[1][0], spec.relation)
         passed = count_ok and shape_ok and relation
-        return CheckResult(colour_ok, shape_ok, count_ok, relation, passed, found)
+        return CheckResult(colour_ok, shape_ok, count_ok, bool(relation), bool(passed), found)
     colour, shape = spec.objects[0]
     group = by_colour[colour]
     colour_ok = bool(group)
     count_ok = len(group) == spec.count and not extra
     shape_ok = colour_ok and all(o.shape == shape for o in group)
-    return CheckResult(colour_ok, shape_ok, count_ok, None, count_ok and shape_ok, found)
+    return CheckResult(colour_ok, shape_ok, count_ok, None, bool(count_ok and shape_ok), found)

@@ -59,7 +59,9 @@ def load_draw_dataset(folder: str | Path) -> list[DrawSample]:
             continue
         try:
             row = json.loads(line)
-            sample = DrawSample(row["prompt"], path.parent / row["image"], DrawSpec.from_dict(row["spec"]))
+            sample = DrawSample(
+                row["prompt"], path.parent / row["image"], DrawSpec.from_dict(row["spec"])
+            )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise MMLLMError(f"{path}:{line_no}: malformed row ({err})") from None
         samples.append(sample)

@@ -53,7 +53,11 @@ def evaluate_generator(
     for i in tqdm(range(0, len(samples), batch_size), desc="generating", unit="batch"):
         batch = samples[i : i + batch_size]
         images += model.generate([s.prompt for s in batch], seed=i, **sampling)
-    report = {"generated": summarise([check(im, s.spec) for im, s in zip(images, samples, strict=True)], samples)}
+    report = {
+        "generated": summarise(
+            [check(im, s.spec) for im, s in zip(images, samples, strict=True)], samples
+        )
+    }
     if references:
         tok = model.image_tokenizer
         recon = []
@@ -94,7 +98,9 @@ def save_samples(
         ok = check(image, sample.spec).passed
         ax.imshow(image)
         ax.set_title(
-            ("✓ " if ok else "✗ ") + sample.prompt, fontsize=6, color="green" if ok else "red",
+            ("✓ " if ok else "✗ ") + sample.prompt,
+            fontsize=6,
+            color="green" if ok else "red",
             wrap=True,
         )
     fig.tight_layout()

@@ -74,7 +74,7 @@ class ImageGenerator(nn.Module):
         self.num_image_tokens = image_tokenizer.num_tokens
         self.image_rows = nn.Parameter(self._initial_rows())
 
-    # -- vocabulary --------------------------------------------------------------------------------
+    # -- vocabulary --
     @property
     def boi(self) -> int:
         """Row index of ``<boi>`` in :attr:`image_rows` (codes are rows ``0..K-1``)."""
@@ -119,7 +119,7 @@ class ImageGenerator(nn.Module):
             tok.save_pretrained(out)
         return llm, tok
 
-    # -- inputs --------------------------------------------------------------------------------------
+    # -- inputs --
     def prompt_batch(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """Left-padded prompt ids and mask (so image tokens line up at the end of every row)."""
         texts = [self.config.template.format(prompt=p.strip()) for p in prompts]
@@ -156,7 +156,7 @@ class ImageGenerator(nn.Module):
         mask = torch.cat([attention_mask, attention_mask.new_ones(len(text), 1)], 1)
         return torch.cat([text, boi], 1), mask
 
-    # -- training --------------------------------------------------------------------------------------
+    # -- training --
     def forward(self, input_ids: Tensor, attention_mask: Tensor, image_ids: Tensor) -> dict:
         """Cross-entropy of the image ids after ``prompt <boi>`` (teacher forcing)."""
         if image_ids.shape[1] != self.num_image_tokens:
@@ -173,7 +173,7 @@ class ImageGenerator(nn.Module):
         loss = F.cross_entropy(logits.reshape(-1, self.num_codes), image_ids.reshape(-1))
         return {"loss": loss, "logits": logits}
 
-    # -- sampling --------------------------------------------------------------------------------------
+    # -- sampling --
     @torch.no_grad()
     def generate_ids(
         self,
@@ -216,9 +216,10 @@ class ImageGenerator(nn.Module):
         arrays = ((pixels.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte()
         return [Image.fromarray(a.numpy()) for a in arrays]
 
-    # -- save / load -------------------------------------------------------------------------------------
+    # -- save / load --
     def save_pretrained(self, folder: str | Path) -> None:
-        """``generator_config.json``, ``image_rows.safetensors``, ``lora/``, ``image_tokenizer/``."""
+        """Writes ``generator_config.json``, ``image_rows.safetensors``, ``lora/`` and
+        ``image_tokenizer/``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1))
@@ -264,7 +265,9 @@ def check_sampling(
 ) -> None:
     """Clear errors for sampling settings that cannot work."""
     if not prompts or not all(p.strip() for p in prompts):
-        raise MMLLMError("empty prompt: say what to draw, e.g. 'a red circle left of a blue square'")
+        raise MMLLMError(
+            "empty prompt: say what to draw, e.g. 'a red circle left of a blue square'"
+        )
     if temperature < 0:
         raise MMLLMError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:

@@ -110,7 +110,9 @@ def sample_spec(rng: random.Random, heldout: bool | None = False) -> DrawSpec:
             objects = [(c1, rng.choice(SHAPES)), (c2, rng.choice(SHAPES))]
             spec = DrawSpec(kind, objects, relation=rng.choice(RELATIONS))
         elif kind == "count":
-            spec = DrawSpec(kind, [(rng.choice(COLOURS), rng.choice(SHAPES))], count=rng.randint(1, 4))
+            spec = DrawSpec(
+                kind, [(rng.choice(COLOURS), rng.choice(SHAPES))], count=rng.randint(1, 4)
+            )
         else:
             spec = DrawSpec(kind, [(rng.choice(COLOURS), rng.choice(SHAPES))])
         if heldout is None or spec.uses_heldout() == heldout:

@@ -21,6 +21,11 @@ def tiny_image_tokenizer():
 
 
 @pytest.fixture
+def image_tokenizer():
+    return tiny_image_tokenizer()
+
+
+@pytest.fixture
 def generator(tiny):
     llm, tok = tiny.llm("llama")
     return ImageGenerator(GeneratorConfig(llm="custom"), tiny_image_tokenizer(), llm, tok).eval()

@@ -18,7 +18,7 @@ def reference_greedy(gen: ImageGenerator, prompt: str, cfg_scale: float) -> list
         embeds = torch.cat(
             [
                 gen.llm.get_input_embeddings()(torch.tensor([ids["input_ids"]])),
-                gen.image_rows[[gen.boi] + codes][None],
+                gen.image_rows[[gen.boi, *codes]][None],
             ],
             1,
         )
@@ -55,7 +55,7 @@ def test_forward_loss_is_cross_entropy_of_teacher_forced_logits(generator):
     embeds = torch.cat(
         [
             generator.llm.get_input_embeddings()(ids[1:, -n:]),
-            generator.image_rows[[generator.boi] + image_ids[1, :-1].tolist()][None],
+            generator.image_rows[[generator.boi, *image_ids[1, :-1].tolist()]][None],
         ],
         1,
     )
@@ -88,7 +88,9 @@ def test_to_hf_folds_rows_into_the_llm_vocabulary(generator, tmp_path):
     llm, tok = generator.to_hf(tmp_path / "hf")
     first = tok.convert_tokens_to_ids("<img_0>")
     assert tok.convert_tokens_to_ids("<boi>") == first + generator.num_codes
-    full = torch.cat([ids[0], torch.tensor([first + generator.num_codes]), image_ids[0, :-1] + first])
+    full = torch.cat(
+        [ids[0], torch.tensor([first + generator.num_codes]), image_ids[0, :-1] + first]
+    )
     logits = llm(full[None]).logits[0, -generator.num_image_tokens :, first : first + 9]
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
     assert (tmp_path / "hf" / "model.safetensors").is_file()

@@ -43,7 +43,11 @@ def stage2(data, tmp_path_factory):
 
 @pytest.mark.parametrize(
     "name",
-    [n for n in recipes.available() if not n.startswith(("default", "qlora", "tokenizer"))],
+    [
+        n
+        for n in recipes.available()
+        if not n.startswith(("default", "qlora", "tokenizer", "generator"))
+    ],
 )
 def test_recipe_runs_at_smoke_size(name, data, tmp_path):
     final = smoke(name, data, tmp_path)

@@ -1,0 +1,1 @@
+"""The shipped text-to-image generator (``mmllm generate``): LoRA, image rows, tokenizer."""
