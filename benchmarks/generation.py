@@ -103,21 +103,35 @@ def markdown(meta: dict, runs: list[dict]) -> str:
         return f"| {label} | " + " | ".join(cells + attrs) + f" | {seconds} |"
 
     for run in runs:
-        lines.append(row(f"generated, CFG {run['cfg_scale']:g}", run["generated"],
-                         str(run["seconds_per_image"])))
+        lines.append(
+            row(
+                f"generated, CFG {run['cfg_scale']:g}",
+                run["generated"],
+                str(run["seconds_per_image"]),
+            )
+        )
     if "ceiling" in runs[0]:
-        lines.append(row("tokenizer ceiling (canonical image encoded + decoded)", runs[0]["ceiling"]))
+        ceiling = runs[0]["ceiling"]
+        lines.append(row("tokenizer ceiling (canonical image encoded + decoded)", ceiling))
         lines.append(row("chance (canonical image of another prompt)", runs[0]["chance"]))
     vlm = [r for r in runs if "vlm_generated" in r]
     if vlm:
-        lines += ["", "Understanding model (shipped default VLM) as judge, pass rate % "
-                  "(per-question accuracy by task):", ""]
+        lines += [
+            "",
+            "Understanding model (shipped default VLM) as judge, pass rate % "
+            "(per-question accuracy by task):",
+            "",
+        ]
         for r in vlm:
-            lines.append(f"- generated, CFG {r['cfg_scale']:g}: {r['vlm_generated'][0]} "
-                         f"({r['vlm_generated'][1]})")
+            lines.append(
+                f"- generated, CFG {r['cfg_scale']:g}: {r['vlm_generated'][0]} "
+                f"({r['vlm_generated'][1]})"
+            )
         if "vlm_canonical" in vlm[0]:
-            lines.append(f"- canonical images (the judge's own ceiling): "
-                         f"{vlm[0]['vlm_canonical'][0]} ({vlm[0]['vlm_canonical'][1]})")
+            lines.append(
+                f"- canonical images (the judge's own ceiling): "
+                f"{vlm[0]['vlm_canonical'][0]} ({vlm[0]['vlm_canonical'][1]})"
+            )
     return "\n".join(lines) + "\n"
 
 

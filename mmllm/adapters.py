@@ -51,6 +51,26 @@ class Adapter(nn.Module):
         each token on its own (text-conditioned reducers compare with the prompt there)."""
         return None
 
+    def bind(self, encoder: nn.Module, llm: nn.Module) -> None:
+        """Hook run once the model has its encoder and LLM (before any checkpoint weights load):
+        adapters that depend on them check and initialise themselves here."""
+
+
+def codebook_rows(codes: torch.Tensor, text_rows: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """New LLM vocabulary rows for ``K`` codebook vectors ``[K, d]``: ``mean + (z @ P) * std``.
+
+    ``z`` are the standardised codes, ``P`` a fixed random projection (seeded) to the LLM width
+    and ``mean`` / ``std`` the per-dimension statistics of the existing rows ``text_rows``. Codes
+    that are close stay close, and the new rows have the scale of the old ones (rather than the
+    random init that slows down new-vocabulary training).
+    """
+    text = text_rows.detach().float()
+    z = codes.detach().float()
+    z = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
+    gen = torch.Generator().manual_seed(seed)
+    proj = torch.randn(z.shape[1], text.shape[1], generator=gen) / z.shape[1] ** 0.5
+    return (text.mean(0) + (z @ proj) * text.std(0)).to(text_rows.dtype)
+
 
 @register_adapter("mlp2x_gelu")
 class MLP2xGELU(Adapter):
@@ -168,3 +188,46 @@ class PoolSwiGLU(Adapter):
             x = F.adaptive_avg_pool2d(grid, (min(side, h), min(side, w))).flatten(2).transpose(1, 2)
         x = self.norm(x)
         return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+@register_adapter("vocab_rows")
+class VocabRows(Adapter):
+    """Discrete ids read as new LLM vocabulary rows (early fusion, as in Chameleon,
+    arXiv:2405.09818, and Emu3, arXiv:2409.18869): one trainable embedding row per code.
+
+    Needs a discrete tokenizer encoder (``tokenizer:/folder``); ``num_codes`` must equal its
+    codebook size. Rows start from the projected codebook (:func:`codebook_rows`). After a
+    merging reducer a token keeps its destination's id (the merge's representative).
+    """
+
+    def __init__(self, vision_dim: int, llm_dim: int, num_codes: int):
+        super().__init__()
+        if num_codes < 1:
+            raise MMLLMError(f"vocab_rows needs num_codes >= 1, got {num_codes}")
+        self.rows = nn.Embedding(num_codes, llm_dim)
+
+    def bind(self, encoder: nn.Module, llm: nn.Module) -> None:
+        quantizer = getattr(getattr(encoder, "tokenizer", None), "quantizer", None)
+        if quantizer is None:
+            raise MMLLMError(
+                "adapter 'vocab_rows' reads discrete ids: use a discrete tokenizer encoder "
+                "(encoder: tokenizer:/path/to/tokenizer)"
+            )
+        if quantizer.codebook_size != self.rows.num_embeddings:
+            raise MMLLMError(
+                f"vocab_rows has {self.rows.num_embeddings} rows but the tokenizer has "
+                f"{quantizer.codebook_size} codes: set adapter_kwargs.num_codes to "
+                f"{quantizer.codebook_size}"
+            )
+        codes = quantizer.ids_to_codes(torch.arange(quantizer.codebook_size))
+        with torch.no_grad():
+            self.rows.weight.copy_(codebook_rows(codes, llm.get_input_embeddings().weight))
+
+    def forward(self, tokens: VisualTokens) -> torch.Tensor:
+        ids = tokens.require("ids", "adapter 'vocab_rows'")
+        if ids.min() < 0 or ids.max() >= self.rows.num_embeddings:
+            raise MMLLMError(
+                f"ids out of range 0..{self.rows.num_embeddings - 1}: got {int(ids.min())}.."
+                f"{int(ids.max())}"
+            )
+        return self.rows(ids)

@@ -57,6 +57,7 @@ def run_tokenizer_bench(
     steps: int,
     batch_size: int = 32,
     smoke: bool = False,
+    channels: int = 64,
 ) -> list[dict]:
     """Train and score each configuration; returns the rows it writes."""
     from mmllm.train_tokenizer import train_tokenizer
@@ -69,7 +70,7 @@ def run_tokenizer_bench(
         recipe = TokenizerRecipe.model_validate(
             {
                 "name": f"bench-{name}",
-                "tokenizer": {"image_size": 64, "channels": 64, "depth": 2, **section},
+                "tokenizer": {"image_size": 64, "channels": channels, "depth": 2, **section},
                 "data": {"train": str(train), "eval": str(eval_data)},
                 "losses": {"l1": 1.0, "l2": 1.0},
                 "train": {
@@ -95,6 +96,8 @@ def run_tokenizer_bench(
                 "bits_per_image": round(tokens * bits),
                 **{k: metrics[k] for k in ("psnr", "ssim", "codebook_usage", "n")},
                 "steps": steps,
+                "batch_size": batch_size,
+                "channels": channels,
             }
         )
         _write(rows, out)
@@ -107,7 +110,8 @@ def _write(rows: list[dict], out: Path) -> None:
     head += ["PSNR dB", "SSIM", "usage %"]
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-        f"threads; {rows[0]['steps']} training steps each; n = {rows[0]['n']} held-out images.",
+        f"threads; {rows[0]['steps']} training steps of batch {rows[0]['batch_size']} each, "
+        f"width {rows[0]['channels']}; n = {rows[0]['n']} held-out images.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -521,6 +521,9 @@ def bench_tokenizers(
     configs: str = typer.Option("", "--configs", help="Comma-separated configs (default: all)."),
     steps: int = typer.Option(300, "--steps", min=1, help="Training steps per configuration."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
+    channels: int = typer.Option(
+        64, "--channels", min=8, help="Width of every tokenizer (a multiple of 8)."
+    ),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),
 ):
     """Quantizers and 2D vs 1D tokenizers at equal bits per image: PSNR, SSIM, codebook usage."""
@@ -530,7 +533,9 @@ def bench_tokenizers(
     unknown = [c for c in names if c not in CONFIGS]
     if unknown:
         raise MMLLMError(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
-    run_tokenizer_bench(data, eval_data, out, names, steps, batch_size)
+    if channels % 8:
+        raise MMLLMError(f"--channels must be a multiple of 8 (GroupNorm groups), got {channels}")
+    run_tokenizer_bench(data, eval_data, out, names, steps, batch_size, channels=channels)
     console.print((out / "tokenizers.md").read_text())
 
 

@@ -95,6 +95,7 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         self.post_init()  # initialises the adapter only: the parts below are pretrained
         self.encoder = encoder.requires_grad_(False).eval()
         self.llm = llm
+        self.adapter.bind(self.encoder, self.llm)
         self.tokenizer = tokenizer
         self.reducer = build(config.reduction)
         if tokenizer is not None:

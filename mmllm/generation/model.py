@@ -81,15 +81,14 @@ class ImageGenerator(nn.Module):
         return self.num_codes
 
     def _initial_rows(self) -> Tensor:
-        text = self.llm.get_input_embeddings().weight.detach().float()
-        codes = self.image_tokenizer.quantizer.ids_to_codes(torch.arange(self.num_codes)).float()
-        codes = (codes - codes.mean(0)) / codes.std(0).clamp_min(1e-6)
-        gen = torch.Generator().manual_seed(self.config.init_seed)
-        proj = torch.randn(codes.shape[1], text.shape[1], generator=gen) / codes.shape[1] ** 0.5
-        spread = text.std(0)  # per-dimension spread of the text rows
-        rows = text.mean(0) + (codes @ proj) * spread
-        boi = text.mean(0) + torch.randn(text.shape[1], generator=gen) * spread
-        return torch.cat([rows, boi[None]]).to(text.dtype)
+        from mmllm.adapters import codebook_rows
+
+        text = self.llm.get_input_embeddings().weight.detach()
+        codes = self.image_tokenizer.quantizer.ids_to_codes(torch.arange(self.num_codes))
+        rows = codebook_rows(codes, text, self.config.init_seed)
+        gen = torch.Generator().manual_seed(self.config.init_seed + 1)
+        boi = text.float().mean(0) + torch.randn(text.shape[1], generator=gen) * text.float().std(0)
+        return torch.cat([rows, boi[None].to(rows.dtype)])
 
     def to_hf(self, out: str | Path | None = None):
         """The LLM with the image rows folded into its own vocabulary (LoRA merged).

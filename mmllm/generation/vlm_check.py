@@ -26,7 +26,11 @@ def questions(spec: DrawSpec) -> list[tuple[str, str, str]]:
     if spec.kind == "pair":
         (c1, s1), (c2, s2) = spec.objects
         return [
-            ("relation", f"Where is the {c1} {s1} relative to the {c2} {s2}?", _WHERE[spec.relation]),
+            (
+                "relation",
+                f"Where is the {c1} {s1} relative to the {c2} {s2}?",
+                _WHERE[spec.relation],
+            ),
             ("shape", f"What shape is the {c1} object?", s1),
             ("shape", f"What shape is the {c2} object?", s2),
         ]
