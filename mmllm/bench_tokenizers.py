@@ -58,12 +58,32 @@ def run_tokenizer_bench(
     batch_size: int = 32,
     smoke: bool = False,
     channels: int = 64,
+    legibility_data: Path | None = None,
+    legibility_n: int = 40,
+    judge=None,
 ) -> list[dict]:
-    """Train and score each configuration; returns the rows it writes."""
+    """Train and score each configuration; returns the rows it writes.
+
+    With ``legibility_data`` (a data folder with ``text`` / ``small_object`` questions) each
+    tokenizer is also scored by the understanding model ``judge`` (default: the shipped one) on
+    originals vs reconstructions (:mod:`mmllm.tokenizer_legibility`).
+    """
     from mmllm.train_tokenizer import train_tokenizer
     from mmllm.vision_tokenizers.discrete import DiscreteTokenizer
 
     out.mkdir(parents=True, exist_ok=True)
+    detail = None
+    if legibility_data is not None:
+        from mmllm.data.dataset import load_dataset
+        from mmllm.tokenizer_legibility import DETAIL_TASKS
+
+        pool = load_dataset(legibility_data)
+        per_task = legibility_n // len(DETAIL_TASKS)
+        detail = [s for t in DETAIL_TASKS for s in [s for s in pool if s.task == t][:per_task]]
+        if judge is None:
+            from mmllm.default_model import load_model
+
+            judge = load_model()
     rows = []
     for name in names:
         section = CONFIGS[name]
@@ -83,7 +103,8 @@ def run_tokenizer_bench(
             }
         )
         final = train_tokenizer(recipe, smoke=smoke)
-        bits = bits_per_token(DiscreteTokenizer.from_pretrained(final).quantizer)
+        tokenizer = DiscreteTokenizer.from_pretrained(final)
+        bits = bits_per_token(tokenizer.quantizer)
         metrics = json.loads((final / "metrics.json").read_text())
         tokens = metrics["tokens_per_image"]
         rows.append(
@@ -100,6 +121,10 @@ def run_tokenizer_bench(
                 "channels": channels,
             }
         )
+        if detail:
+            from mmllm.tokenizer_legibility import legibility
+
+            rows[-1]["legibility"] = legibility(tokenizer, judge, detail)
         _write(rows, out)
     return rows
 
@@ -108,6 +133,9 @@ def _write(rows: list[dict], out: Path) -> None:
     (out / "tokenizers.json").write_text(json.dumps(rows, indent=1))
     head = ["config", "kind", "quantizer", "tokens", "bits/token", "bits/image"]
     head += ["PSNR dB", "SSIM", "usage %"]
+    legible = "legibility" in rows[0]
+    if legible:
+        head += ["judge on originals %", "judge on reconstructions %", "kept %"]
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"threads; {rows[0]['steps']} training steps of batch {rows[0]['batch_size']} each, "
@@ -121,7 +149,21 @@ def _write(rows: list[dict], out: Path) -> None:
             f"| {r['config']} | {r['kind']} | {r['quantizer']} | {r['tokens_per_image']} | "
             f"{r['bits_per_token']:g} | {r['bits_per_image']} | {r['psnr']:.2f} | "
             f"{r['ssim']:.3f} | {100 * r['codebook_usage']:.1f} |"
+            + (
+                f" {r['legibility']['original_overall']} | "
+                f"{r['legibility']['reconstructed_overall']} | {r['legibility']['kept']} |"
+                if legible
+                else ""
+            )
         )
+    if legible:
+        leg = rows[0]["legibility"]
+        lines += [
+            "",
+            f"Legibility: the shipped understanding model answers {leg['n']} text-reading and "
+            "small-object questions on the original images and on each tokenizer's "
+            "reconstructions (resized back); 'kept' = share of its right answers that stay right.",
+        ]
     (out / "tokenizers.md").write_text("\n".join(lines) + "\n")
     _plot(rows, out / "tokenizers.png")
 

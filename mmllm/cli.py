@@ -524,6 +524,13 @@ def bench_tokenizers(
     channels: int = typer.Option(
         64, "--channels", min=8, help="Width of every tokenizer (a multiple of 8)."
     ),
+    legibility_data: Path = typer.Option(
+        None,
+        "--legibility-data",
+        help="Data folder with text / small_object questions: also ask the understanding model "
+        "about originals vs reconstructions.",
+    ),
+    legibility_n: int = typer.Option(40, "--legibility-n", min=2),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),
 ):
     """Quantizers and 2D vs 1D tokenizers at equal bits per image: PSNR, SSIM, codebook usage."""
@@ -535,7 +542,17 @@ def bench_tokenizers(
         raise MMLLMError(f"unknown config(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
     if channels % 8:
         raise MMLLMError(f"--channels must be a multiple of 8 (GroupNorm groups), got {channels}")
-    run_tokenizer_bench(data, eval_data, out, names, steps, batch_size, channels=channels)
+    run_tokenizer_bench(
+        data,
+        eval_data,
+        out,
+        names,
+        steps,
+        batch_size,
+        channels=channels,
+        legibility_data=legibility_data,
+        legibility_n=legibility_n,
+    )
     console.print((out / "tokenizers.md").read_text())
 
 

@@ -33,3 +33,44 @@ def test_bench_writes_rows_table_and_plot(tmp_path):
     assert json.loads((tmp_path / "out" / "tokenizers.json").read_text()) == rows
     assert (tmp_path / "out" / "tokenizers.png").is_file()
     assert "| 2d-fsq-64 |" in (tmp_path / "out" / "tokenizers.md").read_text()
+
+
+def test_legibility_scores_originals_and_reconstructions(tmp_path, tiny):
+    from mmllm.data.dataset import load_dataset
+    from mmllm.tokenizer_legibility import legibility, reconstruct
+    from mmllm.vision_tokenizers.discrete import TokenizerConfig, build_tokenizer
+
+    make_dataset(
+        tmp_path / "d", 6, seed=2, split="test", tasks=["text", "small_object"], progress=False
+    )
+    samples = load_dataset(tmp_path / "d")
+    tokenizer = build_tokenizer(TokenizerConfig(image_size=32, channels=8, latent_dim=4))
+    from PIL import Image
+
+    image = Image.open(samples[0].images[0])
+    assert reconstruct(tokenizer, image).size == image.size
+    report = legibility(tokenizer, tiny.model(), samples)
+    assert report["n"] == 6
+    assert set(report["original"]) == set(report["reconstructed"]) == {"text", "small_object"}
+    assert 0 <= report["kept"] <= 100
+
+
+def test_bench_adds_legibility_columns(tmp_path, tiny):
+    make_dataset(tmp_path / "data", 4, seed=5, split="train", progress=False)
+    make_dataset(
+        tmp_path / "detail", 4, seed=2, split="test", tasks=["text", "small_object"], progress=False
+    )
+    rows = run_tokenizer_bench(
+        tmp_path / "data",
+        tmp_path / "data",
+        tmp_path / "out",
+        ["2d-fsq-16"],
+        1,
+        smoke=True,
+        channels=8,
+        legibility_data=tmp_path / "detail",
+        legibility_n=4,
+        judge=tiny.model(),
+    )
+    assert rows[0]["legibility"]["n"] == 4
+    assert "judge on reconstructions %" in (tmp_path / "out" / "tokenizers.md").read_text()
