@@ -175,6 +175,9 @@ class GeneratorModelSection(_Strict):
     llm: str = "smollm2"
     image_tokenizer: Path = Field(description="folder of a trained discrete tokenizer")
     cfg_dropout: float = Field(0.1, ge=0, lt=1, description="share of prompts dropped (for CFG)")
+    template: str | None = Field(
+        None, description="prompt format with '{prompt}' (default: ChatML, as SmolLM2 uses)"
+    )
 
 
 class GeneratorTrainSection(_Strict):

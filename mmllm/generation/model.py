@@ -106,7 +106,9 @@ class ImageGenerator(nn.Module):
         names = [f"<img_{i}>" for i in range(self.num_codes)] + ["<boi>"]
         tok.add_tokens(names, special_tokens=True)
         first = tok.convert_tokens_to_ids(names[0])
-        llm.resize_token_embeddings(len(tok), mean_resizing=False)
+        # never shrink: some LLMs keep padding rows beyond their tokenizer's length
+        old_rows = llm.get_input_embeddings().num_embeddings
+        llm.resize_token_embeddings(max(len(tok), old_rows), mean_resizing=False)
         rows = self.image_rows.detach()
         with torch.no_grad():
             llm.get_input_embeddings().weight[first : first + len(names)] = rows

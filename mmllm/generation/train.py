@@ -101,7 +101,10 @@ def build_generator(recipe: GeneratorRecipe) -> ImageGenerator:
     from peft import LoraConfig, get_peft_model
 
     g = recipe.generator
-    config = GeneratorConfig(llm=g.llm, cfg_dropout=g.cfg_dropout, init_seed=recipe.train.seed)
+    extra = {"template": g.template} if g.template else {}
+    config = GeneratorConfig(
+        llm=g.llm, cfg_dropout=g.cfg_dropout, init_seed=recipe.train.seed, **extra
+    )
     model = ImageGenerator(config, DiscreteTokenizer.from_pretrained(g.image_tokenizer))
     model.llm.requires_grad_(False)
     lora = recipe.lora
