@@ -9,6 +9,7 @@ do) and ``chance`` checks the canonical image of a random other prompt.
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -50,9 +51,11 @@ def evaluate_generator(
 ) -> tuple[dict, list[Image.Image]]:
     """Generate for every sample's prompt and check it; returns the report and the images."""
     images: list[Image.Image] = []
+    start = time.perf_counter()
     for i in tqdm(range(0, len(samples), batch_size), desc="generating", unit="batch"):
         batch = samples[i : i + batch_size]
         images += model.generate([s.prompt for s in batch], seed=i, **sampling)
+    seconds = (time.perf_counter() - start) / len(samples)
     report = {
         "generated": summarise(
             [check(im, s.spec) for im, s in zip(images, samples, strict=True)], samples
@@ -76,6 +79,7 @@ def evaluate_generator(
         )
     report["overall"] = report["generated"]["overall"]
     report["sampling"] = sampling
+    report["seconds_per_image"] = round(seconds, 2)
     return report, images
 
 
