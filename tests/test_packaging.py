@@ -65,6 +65,14 @@ def test_wheel_has_one_top_level_package(wheel):
     assert "mmllm/recipes/default_stage2.yaml" in names
     for shipped in ("config.json", "adapter.safetensors", "lora/adapter_model.safetensors"):
         assert f"mmllm/default_model_weights/{shipped}" in names
+    for shipped in (
+        "generator_config.json",
+        "image_rows.safetensors",
+        "lora/adapter_model.safetensors",
+        "image_tokenizer/model.safetensors",
+        "image_tokenizer/config.json",
+    ):
+        assert f"mmllm/default_generator_weights/{shipped}" in names
     assert any(n.startswith("mmllm/kernels/") for n in names)
 
 
