@@ -110,7 +110,7 @@ def markdown(meta: dict, runs: list[dict]) -> str:
     for run in runs:
         lines.append(
             row(
-                f"generated, CFG {run['cfg_scale']:g}",
+                f"generated, T {run['temperature']:g}, CFG {run['cfg_scale']:g}",
                 run["generated"],
                 str(run["seconds_per_image"]),
             )

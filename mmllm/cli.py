@@ -283,10 +283,12 @@ def generate(
         None, "--model", help="Generator folder (default: the shipped generator)."
     ),
     n: int = typer.Option(1, "--n", min=1, help="Images to sample (out_0.png, out_1.png, ...)."),
-    temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
+    temperature: float = typer.Option(
+        0.0, "--temperature", min=0.0, help="0 = greedy (best on the benchmark)."
+    ),
     top_k: int = typer.Option(50, "--top-k", min=1, help="Sample among the k likeliest codes."),
     cfg: float = typer.Option(
-        3.0, "--cfg", min=1.0, help="Classifier-free guidance scale (1 = none)."
+        1.0, "--cfg", min=1.0, help="Classifier-free guidance scale (1 = none, the best so far)."
     ),
     seed: int = typer.Option(0, "--seed", help="Sampling seed; same seed, same image."),
     size: int = typer.Option(256, "--size", min=16, help="Saved image side in px (upscaled)."),
