@@ -156,6 +156,31 @@ def save_grid(originals: torch.Tensor, recons: torch.Tensor, path: Path, n: int 
     plt.close(fig)
 
 
+def step_training_args(out: Path, steps: int, batch_size: int, t, smoke: bool) -> TrainingArguments:
+    """Trainer settings shared by the step-counted recipes (tokenizer, generator): cosine lr
+    with warm-up, checkpoints every ``t.save_steps`` (two kept), CPU when there is no GPU.
+    ``t`` is the recipe's train section (``lr``, ``warmup_ratio``, ``logging_steps``,
+    ``save_steps``, ``seed``); at smoke size one log per step and one checkpoint at the end."""
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=batch_size,
+        learning_rate=t.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=math.ceil(t.warmup_ratio * steps),
+        max_steps=steps,
+        logging_steps=1 if smoke else t.logging_steps,
+        save_strategy="steps",
+        save_steps=steps if smoke else t.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=t.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+
+
 class TokenizerTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
@@ -183,24 +208,7 @@ def train_tokenizer(recipe: TokenizerRecipe, smoke: bool = False, resume: bool =
     objective = TokenizerObjective(tokenizer, recipe.losses, teacher)
     out = Path(t.output_dir)
     steps = s.max_steps if smoke else t.max_steps
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=s.batch_size if smoke else t.batch_size,
-        learning_rate=t.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=math.ceil(t.warmup_ratio * steps),
-        max_steps=steps,
-        logging_steps=1 if smoke else t.logging_steps,
-        save_strategy="steps",
-        save_steps=steps if smoke else t.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        seed=t.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
-    )
+    args = step_training_args(out, steps, s.batch_size if smoke else t.batch_size, t, smoke)
     trainer = TokenizerTrainer(
         model=objective, args=args, train_dataset=ImageFolder(files, tokenizer)
     )

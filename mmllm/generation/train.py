@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from mmllm.generation.dataset import DrawSample, load_draw_dataset
 from mmllm.generation.model import LORA_DIR, ROWS_FILE, GeneratorConfig, ImageGenerator
@@ -124,6 +123,7 @@ def build_generator(recipe: GeneratorRecipe) -> ImageGenerator:
 def train_generator(recipe: GeneratorRecipe, smoke: bool = False, resume: bool = False) -> Path:
     """Run a generator recipe; returns the folder of the trained generator."""
     from mmllm.train import ThroughputAndCurve, _last_checkpoint
+    from mmllm.train_tokenizer import step_training_args
 
     recipe.check_paths()
     t, s = recipe.train, recipe.smoke
@@ -135,24 +135,7 @@ def train_generator(recipe: GeneratorRecipe, smoke: bool = False, resume: bool =
     ids = tokenize_images(model.image_tokenizer, samples)
     out = Path(t.output_dir)
     steps = s.max_steps if smoke else t.max_steps
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=s.batch_size if smoke else t.batch_size,
-        learning_rate=t.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=math.ceil(t.warmup_ratio * steps),
-        max_steps=steps,
-        logging_steps=1 if smoke else t.logging_steps,
-        save_strategy="steps",
-        save_steps=steps if smoke else t.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        seed=t.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
-    )
+    args = step_training_args(out, steps, s.batch_size if smoke else t.batch_size, t, smoke)
     trainer = GeneratorTrainer(
         model=model,
         args=args,
