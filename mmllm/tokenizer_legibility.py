@@ -17,16 +17,15 @@ from PIL import Image
 from mmllm.data.dataset import Sample
 from mmllm.errors import MMLLMError
 from mmllm.vision_tokenizers.discrete import DiscreteTokenizer
-from mmllm.vision_tokenizers.images import load_image
+from mmllm.vision_tokenizers.images import from_pixels, load_image
 
 DETAIL_TASKS = ("text", "small_object")
 
 
 def reconstruct(tokenizer: DiscreteTokenizer, image: Image.Image) -> Image.Image:
     """Encode and decode one image; the result is resized back to the input size."""
-    pixels = tokenizer.decode(tokenizer.encode([image]).ids)[0]
-    array = ((pixels.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-    return Image.fromarray(array).resize(image.size, Image.BICUBIC)
+    [decoded] = from_pixels(tokenizer.decode(tokenizer.encode([image]).ids))
+    return decoded.resize(image.size, Image.BICUBIC)
 
 
 def legibility(

@@ -124,3 +124,9 @@ def to_pixels(
     mean_t = torch.tensor(mean).view(1, 3, 1, 1)
     std_t = torch.tensor(std).view(1, 3, 1, 1)
     return (pixels - mean_t) / std_t
+
+
+def from_pixels(pixels: torch.Tensor) -> list[Image.Image]:
+    """Pixels ``[B, 3, H, W]`` in ``[-1, 1]`` (a tokenizer's output) -> RGB PIL images."""
+    arrays = ((pixels.detach().permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte()
+    return [Image.fromarray(a.cpu().numpy()) for a in arrays]

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from mmllm.generation.check import CheckResult, check
 from mmllm.generation.dataset import DrawSample
 from mmllm.generation.model import ImageGenerator
-from mmllm.vision_tokenizers.images import load_image
+from mmllm.vision_tokenizers.images import from_pixels, load_image
 
 ATTRIBUTES = ("colour", "shape", "count", "relation")
 
@@ -66,9 +66,7 @@ def evaluate_generator(
         recon = []
         for i in range(0, len(samples), batch_size):
             originals = [load_image(s.image) for s in samples[i : i + batch_size]]
-            pixels = tok.decode(tok.encode(originals).ids)
-            arrays = ((pixels.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte()
-            recon += [Image.fromarray(a.numpy()) for a in arrays]
+            recon += from_pixels(tok.decode(tok.encode(originals).ids))
         report["ceiling"] = summarise(
             [check(im, s.spec) for im, s in zip(recon, samples, strict=True)], samples
         )

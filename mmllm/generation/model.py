@@ -216,9 +216,9 @@ class ImageGenerator(nn.Module):
     def generate(self, prompts: list[str] | str, **sampling) -> list[Image.Image]:
         """Prompts -> images (PIL), through :meth:`generate_ids` and the tokenizer's decoder."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        pixels = self.image_tokenizer.decode(self.generate_ids(prompts, **sampling))
-        arrays = ((pixels.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte()
-        return [Image.fromarray(a.numpy()) for a in arrays]
+        from mmllm.vision_tokenizers.images import from_pixels
+
+        return from_pixels(self.image_tokenizer.decode(self.generate_ids(prompts, **sampling)))
 
     # -- save / load --
     def save_pretrained(self, folder: str | Path) -> None:
