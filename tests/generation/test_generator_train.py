@@ -75,8 +75,16 @@ def test_generator_recipe_schema_errors(tmp_path):
         load_recipe(recipes.path("generator_draw"), {"generator.cfg_dropout": 1.5})
     with pytest.raises(MMLLMError, match="unknown_key"):
         load_recipe(recipes.path("generator_draw"), {"generator.unknown_key": 1})
+    # Data folders exist (so only the tokenizer path is wrong), whatever this checkout holds.
+    (tmp_path / "train").mkdir()
+    (tmp_path / "eval").mkdir()
     missing = load_recipe(
-        recipes.path("generator_draw"), {"generator.image_tokenizer": str(tmp_path / "nope")}
+        recipes.path("generator_draw"),
+        {
+            "generator.image_tokenizer": str(tmp_path / "nope"),
+            "data.train": str(tmp_path / "train"),
+            "data.eval": str(tmp_path / "eval"),
+        },
     )
     with pytest.raises(MMLLMError, match="tokenizer_draw"):
         missing.check_paths()
