@@ -27,6 +27,32 @@ ADAPTER_FILE = "adapter.safetensors"
 IMAGE_TOKEN = "<|image|>"
 
 
+def widen_input(
+    saved: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], vision_dim: int
+) -> dict[str, torch.Tensor]:
+    """Adapter weights for a wider input: saved values in the leading slice of each grown tensor.
+
+    A tensor whose last dim grew to ``vision_dim`` keeps the saved values in its first columns; the
+    new columns of a matrix are zero, so new input channels start silent, while vectors (a
+    LayerNorm's scale and shift) keep their fresh initialisation there. Note that a norm over the
+    whole input sees the new channels, so outputs match the saved model only approximately.
+    """
+    out = {}
+    for name, new in fresh.items():
+        old = saved[name]
+        if old.shape == new.shape:
+            out[name] = old
+            continue
+        if old.shape[:-1] != new.shape[:-1] or new.shape[-1] != vision_dim:
+            raise MMLLMError(
+                f"adapter tensor {name}: cannot grow {tuple(old.shape)} to {tuple(new.shape)}"
+            )
+        grown = torch.zeros_like(new) if new.dim() > 1 else new.detach().clone()
+        grown[..., : old.shape[-1]] = old
+        out[name] = grown
+    return out
+
+
 class MMLLMConfig(PretrainedConfig):
     """Names the parts; the weights of the base parts live in their packages or folders."""
 
@@ -310,9 +336,22 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, encoder=None, llm=None, tokenizer=None, **kwargs: Any
+        cls,
+        path: str | Path,
+        *,
+        encoder=None,
+        llm=None,
+        tokenizer=None,
+        wider_encoder: str | None = None,
+        **kwargs: Any,
     ):
-        """Load a checkpoint folder (safetensors only), rebuilding the referenced base parts."""
+        """Load a checkpoint folder (safetensors only), rebuilding the referenced base parts.
+
+        ``wider_encoder`` (e.g. ``efficientnet_lite0:detail=4,7`` for a checkpoint trained on
+        ``efficientnet_lite0``) swaps in an encoder whose tokens start with the saved encoder's
+        channels and append new ones; the adapter's input grows with zero weights on the new
+        channels (see :func:`widen_input`), so fine-tuning continues from the saved model.
+        """
         folder = Path(path)
         if not (folder / "config.json").is_file():
             raise MMLLMError(f"{folder}: not an mmllm checkpoint (no config.json)")
@@ -320,12 +359,24 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         config = MMLLMConfig.from_pretrained(folder)
         for key, value in kwargs.items():
             setattr(config, key, value)
+        if wider_encoder is not None and wider_encoder != config.encoder:
+            if ":" in config.encoder or wider_encoder.partition(":")[0] != config.encoder:
+                raise MMLLMError(
+                    f"{folder} was trained on encoder '{config.encoder}'; only the same encoder "
+                    f"with added detail blocks can continue it, not '{wider_encoder}'"
+                )
+            config.encoder = wider_encoder
+        else:
+            wider_encoder = None
         if config.llm != "smollm2" and (folder / config.llm).is_dir():
             config.llm = str(folder / config.llm)  # a merged checkpoint's own LLM folder
         model = cls(config, encoder=encoder, llm=llm, tokenizer=tokenizer)
         if not (folder / ADAPTER_FILE).is_file():
             raise MMLLMError(f"{folder}: {ADAPTER_FILE} is missing")
-        model.adapter.load_state_dict(load_file(folder / ADAPTER_FILE), strict=True)
+        state = load_file(folder / ADAPTER_FILE)
+        if wider_encoder is not None:
+            state = widen_input(state, model.adapter.state_dict(), config.vision_dim)
+        model.adapter.load_state_dict(state, strict=True)
         if (folder / "lora").is_dir():
             from peft import PeftModel
 

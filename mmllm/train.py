@@ -183,7 +183,9 @@ def check_quantization(recipe: Recipe) -> None:
 def build_model(recipe: Recipe, image_size: int) -> MMLLMForConditionalGeneration:
     m = recipe.model
     if m.init_from is not None:
-        model = MMLLMForConditionalGeneration.from_pretrained(m.init_from, reduction=m.reduction)
+        model = MMLLMForConditionalGeneration.from_pretrained(
+            m.init_from, reduction=m.reduction, wider_encoder=m.encoder
+        )
     else:
         config = MMLLMConfig(
             encoder=m.encoder,

