@@ -26,7 +26,8 @@ def build_encoder(
 
         return DiscreteTokenizerEncoder.from_pretrained(name[len("tokenizer:") :])
     raise MMLLMError(
-        f"unknown encoder '{name}'; use 'efficientnet_lite0', 'hf:/path/to/model' or "
+        f"unknown encoder '{name}'; use 'efficientnet_lite0' (optionally ':detail=4,7'), "
+        "'hf:/path/to/model' or "
         "'tokenizer:/path/to/tokenizer'"
     )
 

@@ -38,6 +38,9 @@ def widen_input(
     whole input sees the new channels, so outputs match the saved model only approximately.
     """
     out = {}
+    missing = sorted(set(fresh) - set(saved))
+    if missing:
+        raise MMLLMError(f"the saved adapter lacks {', '.join(missing)}: not the same adapter")
     for name, new in fresh.items():
         old = saved[name]
         if old.shape == new.shape:
