@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mmllm.kernels import cpu_loops
 from mmllm.kernels.dispatch import backend
 
 # -- greedy max-min (DivPrune / k-center seeds) -------------------------------------------------
@@ -64,6 +65,8 @@ def greedy_max_min(dist: torch.Tensor, k: int) -> torch.Tensor:
         from mmllm.kernels import triton_kernels
 
         return triton_kernels.greedy_max_min(dist, k)
+    if dist.device.type == "cpu":
+        return cpu_loops.greedy_max_min(cpu_loops.as_array(dist), k)
     return _greedy_max_min_torch(dist, k)
 
 
@@ -74,7 +77,7 @@ def cosine_max_min(embeds: torch.Tensor, k: int) -> torch.Tensor:
 
         return divprune_select(embeds, k)
     unit = F.normalize(embeds.float(), dim=-1)
-    dist = torch.bmm(unit, unit.transpose(1, 2)).neg_().add_(1.0)  # 1 - cos, bit-equal, in place
+    dist = torch.bmm(unit, unit.mT).neg_().add_(1.0)  # 1 - cos, bit-equal, in place
     return greedy_max_min(dist, k).sort(dim=1).values
 
 
@@ -88,8 +91,8 @@ def bipartite_match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.T
         from mmllm.reduction.tome import bipartite_match as reference
 
         return reference(metric, r)
-    unit = F.normalize(metric.float(), dim=-1)
-    a, b = unit[:, ::2], unit[:, 1::2]
+    metric = metric.float()  # A and B normalised apart: contiguous operands for the matmul
+    a, b = F.normalize(metric[:, ::2], dim=-1), F.normalize(metric[:, 1::2], dim=-1)
     if which == "triton":
         from mmllm.kernels import triton_kernels
 
@@ -100,40 +103,51 @@ def bipartite_match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.T
     return src, best_idx.gather(1, src)
 
 
-def merge_plan(
-    index: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where every token goes, and which tokens remain, in source order.
+class MergePlan:
+    """Where the r merged tokens go, computed once and shared by every merged field.
 
-    Returns ``dest [B, N]`` (each token's output slot as a source position: itself, or its B
-    partner if merged) and ``keep [B, N - r]`` (remaining source positions, ordered by
-    ``index`` as the reference orders them).
+    ``keep [B, M]``: the remaining source positions (M = N - r), ordered by ``index`` as the
+    reference orders them; ``src [B, r]`` and ``dst_slot [B, r]``: each merged token's source
+    position and its partner's output slot; ``flat_*``: the same as row numbers of the
+    flattened ``[B * N, C]`` input and ``[B * M, C]`` output, for ``index_select``/``index_add_``.
     """
-    bsz, n = index.shape
-    dest = torch.arange(n, device=index.device).expand(bsz, n).clone()
-    dest.scatter_(1, 2 * src, 2 * dst + 1)
-    rank = index.clone()
-    rank.scatter_(1, 2 * src, torch.iinfo(torch.long).max)
-    keep = rank.argsort(dim=1)[:, : n - src.shape[1]]
-    return dest, keep
 
+    def __init__(self, index: torch.Tensor, src: torch.Tensor, dst: torch.Tensor):
+        bsz, n = index.shape
+        r = src.shape[1]
+        src_pos, dst_pos = 2 * src, 2 * dst + 1
+        rank = index.clone()
+        rank.scatter_(1, src_pos, torch.iinfo(torch.long).max)
+        self.keep = rank.argsort(dim=1)[:, : n - r]
+        slot_of = torch.empty_like(index)
+        slot_of.scatter_(1, self.keep, torch.arange(n - r, device=index.device).expand(bsz, -1))
+        self.src = src_pos
+        self.dst_slot = slot_of.gather(1, dst_pos)
+        rows = torch.arange(bsz, device=index.device)[:, None]
+        self.flat_keep = (self.keep + rows * n).reshape(-1)
+        self.flat_src = (src_pos + rows * n).reshape(-1)
+        self.flat_dst = (self.dst_slot + rows * (n - r)).reshape(-1)
 
-def merge_weighted(
-    x: torch.Tensor, size: torch.Tensor, dest: torch.Tensor, keep: torch.Tensor
-) -> torch.Tensor:
-    """Size-weighted mean of every group of tokens sharing a ``dest``, at the ``keep`` slots:
-    one scatter-add and one gather (the reference: gather, two scatters, concatenation, gather)."""
-    w = size.to(x.dtype).unsqueeze(-1)
-    c = x.shape[-1]
-    total = torch.zeros_like(x).scatter_add_(1, dest.unsqueeze(-1).expand(-1, -1, c), x * w)
-    weight = torch.zeros_like(w).scatter_add_(1, dest.unsqueeze(-1), w)
-    idx = keep.unsqueeze(-1)
-    return total.gather(1, idx.expand(-1, -1, c)) / weight.gather(1, idx)
+    def summed(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum over each group (sizes, attention mass) at the kept slots: ``[B, N] -> [B, M]``."""
+        kept = values.gather(1, self.keep)
+        return kept.scatter_add_(1, self.dst_slot, values.gather(1, self.src))
 
-
-def merge_summed(values: torch.Tensor, dest: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Sum of every group sharing a ``dest`` (e.g. attention mass), at the ``keep`` slots."""
-    return torch.zeros_like(values).scatter_add_(1, dest, values).gather(1, keep)
+    def weighted(self, x: torch.Tensor, weight: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """Size-weighted mean of each group, ``[B, N, C] -> [B, M, C]``, touching only the
+        merged rows beyond one gather: untouched rows are copied as they are, each partner row
+        is rescaled by its own share and the r merged rows are added with theirs.
+        ``weight [B, N]``: the sizes; ``total [B, M]``: :meth:`summed` of them."""
+        bsz, n, c = x.shape
+        rows = x.reshape(-1, c)  # row copies (index_select) run far faster than gather on CPU
+        flat = rows.index_select(0, self.flat_keep)
+        total = total.to(torch.float32)
+        own = weight.gather(1, self.keep).to(torch.float32) / total  # 1 where nothing merged
+        share = weight.gather(1, self.src).to(torch.float32) / total.gather(1, self.dst_slot)
+        partners = flat.index_select(0, self.flat_dst)  # duplicates: same rows, same result
+        flat.index_copy_(0, self.flat_dst, partners * own.view(-1, 1)[self.flat_dst].to(x.dtype))
+        moved = rows.index_select(0, self.flat_src) * share.view(-1, 1).to(x.dtype)
+        return flat.index_add_(0, self.flat_dst, moved).view(bsz, n - self.src.shape[1], c)
 
 
 def bipartite_merge(tokens, r: int, metric: torch.Tensor):
@@ -146,19 +160,17 @@ def bipartite_merge(tokens, r: int, metric: torch.Tensor):
         from mmllm.reduction.tome import merge_tokens
 
         return merge_tokens(tokens, src, dst)
-    dest, keep = merge_plan(tokens.index, src, dst)
-    changes: dict[str, torch.Tensor] = {
-        "size": merge_summed(tokens.size, dest, keep),
-        "index": tokens.index.gather(1, keep),
-    }
+    plan = MergePlan(tokens.index, src, dst)
+    size = plan.summed(tokens.size)
+    changes: dict[str, torch.Tensor] = {"size": size, "index": tokens.index.gather(1, plan.keep)}
     if tokens.embeds is not None:
-        changes["embeds"] = merge_weighted(tokens.embeds, tokens.size, dest, keep)
+        changes["embeds"] = plan.weighted(tokens.embeds, tokens.size, size)
     if tokens.keys is not None:
-        changes["keys"] = merge_weighted(tokens.keys, tokens.size, dest, keep)
+        changes["keys"] = plan.weighted(tokens.keys, tokens.size, size)
     if tokens.attn_to_cls is not None:
-        changes["attn_to_cls"] = merge_summed(tokens.attn_to_cls, dest, keep)
+        changes["attn_to_cls"] = plan.summed(tokens.attn_to_cls)
     if tokens.ids is not None:
-        changes["ids"] = tokens.ids.gather(1, keep)
+        changes["ids"] = tokens.ids.gather(1, plan.keep)
     return tokens.replace(**changes)
 
 
@@ -258,4 +270,6 @@ def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:
         from mmllm.kernels import triton_kernels
 
         return triton_kernels.dpp_greedy_map(kernel, k)
+    if kernel.device.type == "cpu":
+        return cpu_loops.dpp_greedy_map(cpu_loops.as_array(kernel), k)
     return _dpp_greedy_map_torch(kernel, k)

@@ -166,3 +166,36 @@ def test_unknown_backend_and_unavailable_triton(monkeypatch):
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
         with pytest.raises(MMLLMError, match=r"Triton runs on CUDA|triton is not installed"):
             ops.greedy_max_min(cosine_dist(features(1, 4, 4)), 2)
+
+
+def test_merge_many_sources_into_one_partner(kernel_backend):
+    """Every A token's best match is the same B token: the fast merge adds all of them into one
+    slot (duplicate destinations) and must equal the reference's scatter-add."""
+    g = torch.Generator().manual_seed(3)
+    b, n, c = 2, 12, 6
+    keys = torch.randn(b, n, c, generator=g) * 0.01
+    keys[:, 1::2] = torch.randn(b, 1, c, generator=g)  # B tokens: far apart ...
+    keys[:, 1] = keys[:, 0:1].mean(1) + 1.0  # ... except B0, which every A token is close to
+    keys[:, 0::2] = keys[:, 1:2] + torch.randn(b, n // 2, c, generator=g) * 1e-3
+    tokens = VisualTokens(
+        embeds=torch.randn(b, n, c, generator=g),
+        keys=keys,
+        size=torch.randint(1, 5, (b, n), generator=g),
+        grid=(1, n),
+    )
+    r = 5
+    src, dst = ops.bipartite_match(tokens.keys, r)
+    assert (dst == dst[:, :1]).all(), "the construction should send every merge to one token"
+    got = ops.bipartite_merge(tokens, r, tokens.keys)
+    expected = ref_merge(tokens, src, dst)  # the merge under test, on the same matching
+    torch.testing.assert_close(got.embeds, expected.embeds, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got.size, expected.size) and torch.equal(got.index, expected.index)
+
+
+def test_cpu_loops_take_tensors_that_need_grad(kernel_backend):
+    """Selection runs on detached views: a reducer inside training (TokenFLEX-style) passes
+    features that require grad."""
+    x = features(2, 20, 8).requires_grad_(True)
+    assert torch.equal(ops.cosine_max_min(x, 6), divprune_select(x.detach(), 6))
+    kernel = dpp_kernel(2, 20, 8).requires_grad_(True)
+    assert torch.equal(ops.dpp_greedy_map(kernel, 5), ref_dpp(kernel.detach(), 5))
