@@ -3,7 +3,7 @@
     python benchmarks/kernels.py [--device cpu|cuda] [--quick] [--json] [--out benchmarks/results]
 
 Each row: the operation at one shape, the plain reference (``mmllm.reduction``) and the fast path
-the reducers use by default (Triton on CUDA, vectorised torch on CPU), median wall time, the
+the reducers use by default (Triton on CUDA, vectorised torch/NumPy on CPU), median wall time, the
 speed-up, the bytes the fast path must at least move, the bandwidth that implies, and the
 memory-bandwidth floor (bytes / peak bandwidth) so the gap to the physical limit is visible.
 Peak bandwidth: the device's datasheet figure on known GPUs, else a measured large copy.

@@ -1,4 +1,4 @@
-"""Fast paths for the reduction hot spots: Triton on GPU, vectorised torch on CPU.
+"""Fast paths for the reduction hot spots: Triton on GPU, vectorised torch/NumPy on CPU.
 
 One dispatch function per operation (:mod:`mmllm.kernels.ops`), each matching the plain
 reference in :mod:`mmllm.reduction` and wired into the reducers by default; ``MMLLM_KERNELS``

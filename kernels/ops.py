@@ -1,4 +1,4 @@
-"""One dispatch function per kernel operation; each picks Triton, vectorised torch or the reference.
+"""One dispatch function per kernel operation; each picks Triton, the CPU path or the reference.
 
 =======================  ===============================================  ======================
 operation                what                                             reference
