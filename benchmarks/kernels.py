@@ -3,9 +3,10 @@
     python benchmarks/kernels.py [--device cpu|cuda] [--quick] [--json] [--out benchmarks/results]
 
 Each row: the operation at one shape, the plain reference (``mmllm.reduction``) and the fast path
-the reducers use by default (Triton on CUDA, vectorised torch/NumPy on CPU), median wall time, the
-speed-up, the bytes the fast path must at least move, the bandwidth that implies, and the
-memory-bandwidth floor (bytes / peak bandwidth) so the gap to the physical limit is visible.
+the reducers use by default (Triton on CUDA, vectorised torch/NumPy on CPU), wall times
+(minimum, median beside it; reference and fast path timed in alternating rounds), the speed-up,
+the bytes the fast path must at least move, the bandwidth that implies, and the memory-bandwidth
+floor (bytes / peak bandwidth) so the gap to the physical limit is visible.
 Peak bandwidth: the device's datasheet figure on known GPUs, else a measured large copy.
 Shapes too slow for a CPU (the product B*N*N*D above a cap) are listed as skipped.
 """
@@ -42,17 +43,30 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], object], device: torch.device, min_s: float = 0.3) -> float:
-    """Median milliseconds of ``fn`` (one warm-up call, at least 3 timed calls or ``min_s``)."""
-    fn()
+    """Minimum milliseconds of ``fn`` over repeated calls after a warm-up."""
+    return timed_pair(fn, fn, device, min_s)[0]["min"]
+
+
+def timed_pair(
+    ref: Callable[[], object], fast: Callable[[], object], device: torch.device, min_s: float = 1.0
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Minimum and median milliseconds of ``ref`` and ``fast``, timed in alternating rounds of 3
+    calls each (after a warm-up), so drift of a shared machine hits both sides alike; at least
+    3 rounds, more while under ``min_s``."""
+    ref(), fast()
     sync(device)
-    times: list[float] = []
+    times: tuple[list[float], list[float]] = ([], [])
     start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < min_s and len(times) < 50):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    while len(times[0]) < 9 or (time.perf_counter() - start < min_s and len(times[0]) < 150):
+        for fn, out in ((ref, times[0]), (fast, times[1])):
+            for _ in range(3):
+                t = time.perf_counter()
+                fn()
+                sync(device)
+                out.append(time.perf_counter() - t)
+    return tuple(  # type: ignore[return-value]
+        {"min": 1000 * min(t), "median": 1000 * statistics.median(t)} for t in times
+    )
 
 
 def peak_gbps(device: torch.device) -> tuple[float, str]:
@@ -112,6 +126,7 @@ def run(device: torch.device, grid: dict, progress: bool) -> tuple[list[dict], d
         "peak_source": source,
         "fast_backend": ops.backend("bench", device),
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
     }  # fmt: skip
     rows = []
     for b in grid["B"]:
@@ -121,12 +136,16 @@ def run(device: torch.device, grid: dict, progress: bool) -> tuple[list[dict], d
                     rows.append({"op": "*", "B": b, "N": n, "D": d, "skipped": "CPU time"})
                     continue
                 for op, ref, fast, nbytes in cases(b, n, d, device):
-                    ref_ms, fast_ms = timed(ref, device), timed(fast, device)
+                    ref_t, fast_t = timed_pair(ref, fast, device)
+                    ref_ms, fast_ms = ref_t["min"], fast_t["min"]
                     floor_ms = nbytes / (gbps * 1e9) * 1000
                     row = {
                         "op": op, "B": b, "N": n, "D": d,
                         "ref_ms": round(ref_ms, 3), "fast_ms": round(fast_ms, 3),
                         "speedup": round(ref_ms / fast_ms, 2),
+                        "ref_median_ms": round(ref_t["median"], 3),
+                        "fast_median_ms": round(fast_t["median"], 3),
+                        "speedup_median": round(ref_t["median"] / fast_t["median"], 2),
                         "MB_moved": round(nbytes / 1e6, 2),
                         "fast_GBps": round(nbytes / (fast_ms / 1000) / 1e9, 1),
                         "floor_ms": round(floor_ms, 4),
@@ -143,21 +162,23 @@ def markdown(rows: list[dict], meta: dict, command: str) -> str:
         f"# Kernels: reference vs fast path on {meta['device']}",
         "",
         f"Command: `{command}`; fast backend: {meta['fast_backend']}; torch {meta['torch']}; "
-        f"peak bandwidth {meta['peak_GBps']} GB/s ({meta['peak_source']}).",
+        f"{meta['threads']} torch threads; peak bandwidth {meta['peak_GBps']} GB/s "
+        f"({meta['peak_source']}). Times: minimum over repeated calls (speed-up of the medians "
+        "beside it).",
         "",
-        "| op | B | N | D | ref ms | fast ms | speed-up | MB moved | fast GB/s | floor ms "
-        "| x floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| op | B | N | D | ref ms | fast ms | speed-up | (medians) | MB moved | fast GB/s "
+        "| floor ms | x floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| (all) | {r['B']} | {r['N']} | {r['D']} | skipped: {r['skipped']} "
-                         "| | | | | | |")  # fmt: skip
+                         "| | | | | | | |")  # fmt: skip
             continue
         lines.append(
             f"| {r['op']} | {r['B']} | {r['N']} | {r['D']} | {r['ref_ms']} | {r['fast_ms']} "
-            f"| {r['speedup']}x | {r['MB_moved']} | {r['fast_GBps']} | {r['floor_ms']} "
-            f"| {r['x_floor']} |"
+            f"| {r['speedup']}x | {r['speedup_median']}x | {r['MB_moved']} | {r['fast_GBps']} "
+            f"| {r['floor_ms']} | {r['x_floor']} |"
         )
     return "\n".join(lines) + "\n"
 

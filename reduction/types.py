@@ -158,14 +158,15 @@ class VisualTokens:
         """Keep tokens ``keep [B, K]`` (indices into the current N) in every per-token field."""
         if keep.dim() != 2 or keep.shape[0] != self.batch_size:
             raise ValueError(f"keep must be [B, K] with B = {self.batch_size}")
+        from mmllm.kernels.ops import gather_rows  # row copies: faster than gather on CPU
+
         changes = {}
         for name in _PER_TOKEN:
             value = getattr(self, name)
             if value is None:
                 continue
             if value.dim() == 3:
-                idx = keep.unsqueeze(-1).expand(-1, -1, value.shape[-1])
-                changes[name] = value.gather(1, idx)
+                changes[name] = gather_rows(value, keep)
             else:
                 changes[name] = value.gather(1, keep)
         return self.replace(**changes)
