@@ -11,7 +11,8 @@ def build_encoder(
 ) -> VisionEncoder:
     """``efficientnet_lite0`` (default), ``efficientnet_lite0:detail=4,7`` (plus earlier blocks'
     features folded into each token), ``hf:/local/folder`` (a transformers vision model) or
-    ``tokenizer:/folder`` (a trained discrete tokenizer: ids read through their code vectors)."""
+    ``tokenizer:/folder`` (a trained discrete tokenizer: ids read through their code vectors;
+    ``tokenizer:default`` is the image tokenizer shipped with the default generator)."""
     base, _, options = name.partition(":")
     if base == "efficientnet_lite0":
         return EfficientNetLiteEncoder(
@@ -24,11 +25,17 @@ def build_encoder(
     if name.startswith("tokenizer:"):
         from mmllm.vision_tokenizers.encoders.discrete import DiscreteTokenizerEncoder
 
-        return DiscreteTokenizerEncoder.from_pretrained(name[len("tokenizer:") :])
+        folder = name[len("tokenizer:") :]
+        if folder == "default":
+            from mmllm.default_model import default_generator_path
+            from mmllm.generation.model import TOKENIZER_DIR
+
+            folder = default_generator_path() / TOKENIZER_DIR
+        return DiscreteTokenizerEncoder.from_pretrained(folder)
     raise MMLLMError(
         f"unknown encoder '{name}'; use 'efficientnet_lite0' (optionally ':detail=4,7'), "
         "'hf:/path/to/model' or "
-        "'tokenizer:/path/to/tokenizer'"
+        "'tokenizer:/path/to/tokenizer' (or 'tokenizer:default')"
     )
 
 

@@ -91,3 +91,15 @@ def test_vocab_rows_errors(tmp_path, tiny):
             llm=llm,
             tokenizer=tokenizer,
         )
+
+
+def test_default_tokenizer_is_the_shipped_generators():
+    """``tokenizer:default`` loads the image tokenizer that ships with the default generator, so
+    a discrete-token checkpoint does not depend on the directory it is loaded from."""
+    from mmllm.default_model import default_generator_path
+
+    encoder = build_encoder("tokenizer:default")
+    shipped = build_encoder(f"tokenizer:{default_generator_path() / 'image_tokenizer'}")
+    assert encoder.grid == shipped.grid and encoder.image_size == shipped.image_size
+    pixels = torch.rand(1, 3, encoder.image_size, encoder.image_size)
+    assert torch.equal(encoder(pixels).ids, shipped(pixels).ids)
