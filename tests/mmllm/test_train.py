@@ -46,7 +46,7 @@ def stage2(data, tmp_path_factory):
     [
         n
         for n in recipes.available()
-        if not n.startswith(("default", "qlora", "tokenizer", "generator"))
+        if not n.startswith(("default", "discrete", "qlora", "tokenizer", "generator"))
     ],
 )
 def test_recipe_runs_at_smoke_size(name, data, tmp_path):
@@ -61,6 +61,16 @@ def test_default_stages_save_adapter_and_lora_together(stage2):
     assert (stage2 / "adapter.safetensors").is_file()
     assert (stage2 / "lora" / "adapter_model.safetensors").is_file()
     assert not list(stage2.rglob("*.bin"))
+
+
+def test_discrete_stages_chain(data, tmp_path):
+    """Understanding from discrete ids: stage 1 trains the vocabulary rows on the shipped image
+    tokenizer, stage 2 continues it with LoRA; the checkpoint names the tokenizer portably."""
+    stage1 = smoke("discrete_stage1", data, tmp_path / "s1")
+    stage2 = smoke("discrete_stage2", data, tmp_path / "s2", **{"model.init_from": str(stage1)})
+    assert (stage2 / "lora" / "adapter_model.safetensors").is_file()
+    config = json.loads((stage2 / "config.json").read_text())
+    assert config["encoder"] == "tokenizer:default" and config["adapter"] == "vocab_rows"
 
 
 def test_qlora_needs_a_gpu(data, tmp_path):
