@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import sys
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def main() -> None:
             if not runs:
                 canonical = [load_image(s.image) for s in samples]
                 report["vlm_canonical"] = vlm_pass_rate(vlm, canonical, specs)
+                # another prompt's image (the pixel checker's chance row shuffles the same way)
+                other = random.Random(0).sample(canonical, len(canonical))
+                report["vlm_chance"] = vlm_pass_rate(vlm, other, specs)
         run = {"temperature": temperature, "cfg_scale": scale, **report}
         if not runs or report["overall"] > max(r["overall"] for r in runs):
             best_images, best_run = images, run
@@ -136,6 +140,11 @@ def markdown(meta: dict, runs: list[dict]) -> str:
             lines.append(
                 f"- canonical images (the judge's own ceiling): "
                 f"{vlm[0]['vlm_canonical'][0]} ({vlm[0]['vlm_canonical'][1]})"
+            )
+        if "vlm_chance" in vlm[0]:
+            lines.append(
+                f"- another prompt's canonical image (the judge's chance): "
+                f"{vlm[0]['vlm_chance'][0]} ({vlm[0]['vlm_chance'][1]})"
             )
     return "\n".join(lines) + "\n"
 
