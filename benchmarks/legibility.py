@@ -37,7 +37,8 @@ def main() -> None:
     lines = [
         "# Legibility: the understanding model on originals vs tokenizer reconstructions",
         "",
-        f"`{command}`; tokenizer `{folder}` ({tokenizer.config.image_size} px, "
+        f"`{command}`; tokenizer `{args.tokenizer or 'tokenizer:default'}` "
+        f"({tokenizer.config.image_size} px, "
         f"{tokenizer.num_tokens} tokens); judge: the shipped understanding model; "
         f"n = {result['n']}. Kept = share of right answers on originals that stay right.",
         "",
