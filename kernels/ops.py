@@ -129,7 +129,6 @@ class MergePlan:
         self.src = src_pos
         self.dst_slot = slot_of.gather(1, dst_pos)
         rows = torch.arange(bsz, device=index.device)[:, None]
-        self.flat_keep = (self.keep + rows * n).reshape(-1)
         self.flat_src = (src_pos + rows * n).reshape(-1)
         self.flat_dst = (self.dst_slot + rows * (n - r)).reshape(-1)
 
@@ -144,14 +143,13 @@ class MergePlan:
         is rescaled by its own share and the r merged rows are added with theirs.
         ``weight [B, N]``: the sizes; ``total [B, M]``: :meth:`summed` of them."""
         bsz, n, c = x.shape
-        rows = x.reshape(-1, c)  # row copies (index_select) run far faster than gather on CPU
-        flat = rows.index_select(0, self.flat_keep)
+        flat = gather_rows(x, self.keep).view(-1, c)  # row copies: far faster than gather on CPU
         total = total.to(torch.float32)
         own = weight.gather(1, self.keep).to(torch.float32) / total  # 1 where nothing merged
         share = weight.gather(1, self.src).to(torch.float32) / total.gather(1, self.dst_slot)
         partners = flat.index_select(0, self.flat_dst)  # duplicates: same rows, same result
         flat.index_copy_(0, self.flat_dst, partners * own.view(-1, 1)[self.flat_dst].to(x.dtype))
-        moved = rows.index_select(0, self.flat_src) * share.view(-1, 1).to(x.dtype)
+        moved = x.reshape(-1, c).index_select(0, self.flat_src) * share.view(-1, 1).to(x.dtype)
         return flat.index_add_(0, self.flat_dst, moved).view(bsz, n - self.src.shape[1], c)
 
 
