@@ -136,6 +136,18 @@ def evaluate_tokenizer(tokenizer: DiscreteTokenizer, files: list[Path], batch_si
     return metrics, torch.cat(originals), torch.cat(recons)
 
 
+def fit_pixel_mean(tokenizer: DiscreteTokenizer, files: list[Path], limit: int = 2048) -> None:
+    """Centre ``tokenizer`` on the mean of (up to ``limit``, evenly spaced) training images."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    subset = files[:: max(1, len(files) // limit)][:limit]
+    batches = DataLoader(ImageFolder(subset, tokenizer), batch_size=64)
+    tokenizer.fit_pixel_mean(
+        b["pixel_values"] for b in tqdm(batches, desc="mean image", leave=False)
+    )
+
+
 def save_grid(originals: torch.Tensor, recons: torch.Tensor, path: Path, n: int = 8) -> None:
     """Originals (top row) over reconstructions (bottom row) as one PNG."""
     import matplotlib
@@ -213,6 +225,8 @@ def train_tokenizer(recipe: TokenizerRecipe, smoke: bool = False, resume: bool =
         model=objective, args=args, train_dataset=ImageFolder(files, tokenizer)
     )
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    if tokenizer.centres_pixels:  # a resumed run loads the mean with the checkpoint
+        fit_pixel_mean(tokenizer, files)
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resume and checkpoints else None)
     final = out / "final"
     tokenizer.save_pretrained(final)

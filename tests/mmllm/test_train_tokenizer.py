@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from mmllm import recipes
 from mmllm.cli import main
@@ -45,6 +46,9 @@ def test_tokenizer_recipe_runs_at_smoke_size(name, images, tmp_path):
     assert (final / "reconstructions.png").is_file()
     ids = tokenizer.encode(tokenizer.preprocess(sorted(images.rglob("*.png"))[:2])).ids
     assert tokenizer.decode(ids).shape[-1] == tokenizer.config.image_size
+    if tokenizer.centres_pixels:  # fitted on the training images before the first step
+        mean = tokenizer.preprocess(sorted(images.rglob("*.png"))).mean(0, keepdim=True)
+        torch.testing.assert_close(tokenizer.pixel_mean, mean)
 
 
 def test_tokenizer_recipe_schema_errors(tmp_path):

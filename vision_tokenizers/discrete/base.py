@@ -54,6 +54,10 @@ class TokenizerOutput:
 class DiscreteTokenizer(nn.Module):
     """Base of the 2D and 1D tokenizers: subclasses implement the latent encoder and decoder."""
 
+    #: True where the model is centred on the training images' mean (``fit_pixel_mean``), which
+    #: the trainer then computes before the first step.
+    centres_pixels = False
+
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         self.config = config

@@ -75,6 +75,26 @@ def test_titok_decodes_any_prefix_and_drops_tails_in_training():
     assert not torch.allclose(a, b)  # nested dropout only in training
 
 
+def test_titok_is_centred_on_its_fitted_mean_image(tmp_path):
+    model = tokenizer("titok").eval()
+    x = batch()
+    model.fit_pixel_mean([x[:3], x[3:]])
+    mean = x.mean(0, keepdim=True)
+    torch.testing.assert_close(model.pixel_mean, mean)
+    plain = tokenizer("titok").eval()
+    plain.load_state_dict({**model.state_dict(), "pixel_mean": torch.zeros_like(mean)})
+    # the encoder reads x - mean; the decoder predicts x - mean and adds the mean back
+    torch.testing.assert_close(model.encode_latents(x), plain.encode_latents(x - mean))
+    codes = model.quantizer.ids_to_codes(model.encode(x).ids)
+    torch.testing.assert_close(model.decode_latents(codes), plain.decode_latents(codes) + mean)
+    model.save_pretrained(tmp_path)
+    torch.testing.assert_close(DiscreteTokenizer.from_pretrained(tmp_path).pixel_mean, mean)
+    with pytest.raises(MMLLMError, match="at least one image"):
+        model.fit_pixel_mean([])
+    with pytest.raises(MMLLMError, match=r"pixels \[B, 3, 32, 32\]"):
+        model.fit_pixel_mean([torch.zeros(1, 3, 16, 16)])
+
+
 def test_bad_inputs_are_clear_errors(tmp_path):
     model = tokenizer("conv2d")
     with pytest.raises(MMLLMError, match=r"pixels \[B, 3, 32, 32\]"):
