@@ -3,13 +3,17 @@
 Every configuration is trained by the same recipe machinery (:func:`train_tokenizer`) for the same
 number of steps on the same images, then scored on held-out images: PSNR, SSIM, codebook usage.
 The configurations are grouped so that rows with the same ``bits per image`` compare quantizers
-(and 2D grid vs 1D latent tokens) at equal information budget. Writes ``tokenizers.md``,
-``tokenizers.json`` and ``tokenizers.png`` (PSNR against tokens per image).
+(and 2D grid vs 1D latent tokens) at equal information budget. 1D tokenizers, trained with nested
+dropout, are also scored on every power-of-two prefix of their tokens (the same model decoding
+from fewer tokens). Writes ``tokenizers.md``, ``tokenizers.json`` and ``tokenizers.png`` (PSNR
+against tokens per image, prefix curves as lines). ``resume=True`` scores configurations whose
+``final`` folder already holds the same recipe instead of training them again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 from pathlib import Path
@@ -17,6 +21,8 @@ from pathlib import Path
 import torch
 
 from mmllm.recipe import TokenizerRecipe
+
+log = logging.getLogger(__name__)
 
 FSQ_10_BITS = {"name": "fsq", "levels": [8, 8, 4, 4]}
 
@@ -61,6 +67,7 @@ def run_tokenizer_bench(
     legibility_data: Path | None = None,
     legibility_n: int = 40,
     judge=None,
+    resume: bool = False,
 ) -> list[dict]:
     """Train and score each configuration; returns the rows it writes.
 
@@ -102,7 +109,11 @@ def run_tokenizer_bench(
                 "smoke": {"max_steps": steps, "train_samples": 8, "batch_size": 2},
             }
         )
-        final = train_tokenizer(recipe, smoke=smoke)
+        final = out / "runs" / name / "final"
+        if not (resume and _same_recipe(final, recipe)):
+            final = train_tokenizer(recipe, smoke=smoke)
+        else:
+            log.warning("%s: scoring the finished run in %s (resume)", name, final)
         tokenizer = DiscreteTokenizer.from_pretrained(final)
         bits = bits_per_token(tokenizer.quantizer)
         metrics = json.loads((final / "metrics.json").read_text())
@@ -121,12 +132,47 @@ def run_tokenizer_bench(
                 "channels": channels,
             }
         )
+        if section["kind"] == "titok":
+            rows[-1]["prefix_psnr"] = prefix_psnr(tokenizer, eval_data, metrics["n"])
         if detail:
             from mmllm.tokenizer_legibility import legibility
 
             rows[-1]["legibility"] = legibility(tokenizer, judge, detail)
         _write(rows, out)
     return rows
+
+
+def _same_recipe(final: Path, recipe: TokenizerRecipe) -> bool:
+    """Whether ``final`` holds a finished run of ``recipe`` (its output folder aside)."""
+    saved = final / "recipe.yaml"
+    if not (saved.is_file() and (final / "metrics.json").is_file()):
+        return False
+    before = TokenizerRecipe.model_validate_json(saved.read_text()).model_dump()
+    now = recipe.model_dump()
+    before["train"].pop("output_dir"), now["train"].pop("output_dir")
+    return before == now
+
+
+@torch.no_grad()
+def prefix_psnr(tokenizer, eval_data: Path, n: int, batch_size: int = 16) -> list[dict]:
+    """PSNR of a 1D tokenizer decoding only its first ``k`` tokens, ``k`` = 1, 2, 4, ..., K:
+    ``[{"tokens": k, "psnr": dB}, ...]``."""
+    from mmllm.train_tokenizer import image_files
+    from mmllm.vision_tokenizers.images import load_image
+    from mmllm.vision_tokenizers.metrics import psnr
+
+    tokenizer.eval()
+    files = image_files(eval_data)[:n]
+    total = 2 ** int(math.log2(tokenizer.num_tokens))
+    lengths = [2**i for i in range(int(math.log2(total)) + 1)]
+    lengths += [tokenizer.num_tokens] if tokenizer.num_tokens != total else []
+    sums = dict.fromkeys(lengths, 0.0)
+    for i in range(0, len(files), batch_size):
+        pixels = tokenizer.preprocess([load_image(f) for f in files[i : i + batch_size]])
+        ids = tokenizer.encode(pixels).ids
+        for k in lengths:
+            sums[k] += psnr(tokenizer.decode(ids[:, :k]), pixels) * len(pixels)
+    return [{"tokens": k, "psnr": round(v / len(files), 3)} for k, v in sums.items()]
 
 
 def _write(rows: list[dict], out: Path) -> None:
@@ -156,6 +202,13 @@ def _write(rows: list[dict], out: Path) -> None:
                 else ""
             )
         )
+    prefixes = [r for r in rows if "prefix_psnr" in r]
+    if prefixes:
+        lines += ["", "1D tokenizers decoding only their first k tokens (nested dropout), PSNR dB:"]
+        lines += [""]
+        for r in sorted(prefixes, key=lambda r: r["config"]):
+            curve = ", ".join(f"{p['tokens']}: {p['psnr']:.2f}" for p in r["prefix_psnr"])
+            lines.append(f"- {r['config']}: {curve}")
     if legible:
         leg = rows[0]["legibility"]
         lines += [
@@ -185,7 +238,15 @@ def _plot(rows: list[dict], path: Path) -> None:
                 xytext=(4, 3),
                 textcoords="offset points",
             )
+        for r in (r for r in rows if kind == "titok" and "prefix_psnr" in r):
+            tokens, values = (
+                [p["tokens"] for p in r["prefix_psnr"]],
+                [p["psnr"] for p in r["prefix_psnr"]],
+            )
+            ax.plot(tokens, values, lw=1, alpha=0.6, label=f"{r['config']}: first k tokens")
     ax.set_xscale("log", base=2)
+    if any("prefix_psnr" in r for r in rows):
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("tokens per image (squares: 2D grid, circles: 1D latent tokens)")
     ax.set_ylabel("PSNR (dB)")
     ax.grid(alpha=0.3)

@@ -534,6 +534,12 @@ def bench_tokenizers(
     ),
     legibility_n: int = typer.Option(40, "--legibility-n", min=2),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Score configurations already finished under OUT/runs with the same recipe "
+        "instead of training them again.",
+    ),
 ):
     """Quantizers and 2D vs 1D tokenizers at equal bits per image: PSNR, SSIM, codebook usage."""
     from mmllm.bench_tokenizers import CONFIGS, run_tokenizer_bench
@@ -554,6 +560,7 @@ def bench_tokenizers(
         channels=channels,
         legibility_data=legibility_data,
         legibility_n=legibility_n,
+        resume=resume,
     )
     console.print((out / "tokenizers.md").read_text())
 

@@ -33,6 +33,23 @@ def test_bench_writes_rows_table_and_plot(tmp_path):
     assert json.loads((tmp_path / "out" / "tokenizers.json").read_text()) == rows
     assert (tmp_path / "out" / "tokenizers.png").is_file()
     assert "| 2d-fsq-64 |" in (tmp_path / "out" / "tokenizers.md").read_text()
+    # the 1D tokenizer is also scored on every power-of-two prefix of its 16 tokens
+    curve = rows[1]["prefix_psnr"]
+    assert [p["tokens"] for p in curve] == [1, 2, 4, 8, 16] and all(p["psnr"] > 0 for p in curve)
+    assert curve[-1]["psnr"] == pytest.approx(rows[1]["psnr"], abs=1e-3)
+    assert "- 1d-fsq-16: 1: " in (tmp_path / "out" / "tokenizers.md").read_text()
+
+
+def test_resume_scores_finished_runs_and_retrains_changed_ones(tmp_path):
+    make_dataset(tmp_path / "data", 4, seed=5, split="train", progress=False)
+    args = (tmp_path / "data", tmp_path / "data", tmp_path / "out", ["2d-fsq-16"])
+    first = run_tokenizer_bench(*args, 1, smoke=True, channels=8)
+    weights = tmp_path / "out" / "runs" / "2d-fsq-16" / "final" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = run_tokenizer_bench(*args, 1, smoke=True, channels=8, resume=True)
+    assert again == first and weights.stat().st_mtime_ns == stamp  # scored, not retrained
+    changed = run_tokenizer_bench(*args, 2, smoke=True, channels=8, resume=True)
+    assert changed[0]["steps"] == 2 and weights.stat().st_mtime_ns != stamp
 
 
 def test_legibility_scores_originals_and_reconstructions(tmp_path, tiny):
