@@ -246,7 +246,7 @@ def _plot(rows: list[dict], path: Path) -> None:
             ax.plot(tokens, values, lw=1, alpha=0.6, label=f"{r['config']}: first k tokens")
     ax.set_xscale("log", base=2)
     if any("prefix_psnr" in r for r in rows):
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left")
     ax.set_xlabel("tokens per image (squares: 2D grid, circles: 1D latent tokens)")
     ax.set_ylabel("PSNR (dB)")
     ax.grid(alpha=0.3)

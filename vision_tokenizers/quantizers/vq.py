@@ -6,10 +6,10 @@ nearest codebook vector, straight-through gradient, commitment loss ``beta * |z 
 of the codebook (Razavi et al., VQ-VAE-2, arXiv:1906.00446, App. A.1) replace the codebook loss;
 codes whose EMA usage falls below ``dead_threshold`` are restarted on random inputs of the batch
 (as in Jukebox / SoundStream); the EMA counts start at zero, so codes that no input chooses are
-restarted from the first step (starting them at one, as before, hid dead codes for
-``log(threshold) / log(decay)`` ~ 460 steps: 1.2% usage after 450 steps in the tokenizer bench). ``cosine=True`` l2-normalises inputs and codes (LlamaGen's
-codebook, arXiv:2406.06525); ``kmeans_init=True`` initialises the codebook by k-means on the
-first training batch.
+restarted from the first step (starting them at one hid dead codes for ``log(threshold) /
+log(decay)`` ~ 460 steps: 1.2% usage after 450 steps in the tokenizer bench).
+``cosine=True`` l2-normalises inputs and codes (LlamaGen's codebook, arXiv:2406.06525);
+``kmeans_init=True`` initialises the codebook by k-means on the first training batch.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class VectorQuantizer(Quantizer):
             codes = F.normalize(codes, dim=-1)
         if ema:
             self.register_buffer("codebook", codes)
-            # EMA statistics start empty (as in SoundStream / vector-quantize-pytorch), so codes
+            # EMA statistics start empty (as in EnCodec's EMA codebook), so codes
             # no input chose are dead from the first step and restart on batch vectors.
             self.register_buffer("cluster_size", torch.zeros(codebook_size))
             self.register_buffer("embed_sum", torch.zeros_like(codes))
