@@ -43,6 +43,21 @@ def test_dead_codes_restart_on_batch_vectors():
     assert torch.equal(q.codebook[q.cluster_size == 1.0][0], torch.tensor([5.0, 5.0]))
 
 
+def test_codes_no_input_picks_restart_at_the_first_step_with_default_settings():
+    torch.manual_seed(0)
+    q = VectorQuantizer(2, 8).train()  # decay 0.99, dead_threshold 0.01
+    z = torch.randn(64, 2) * 0.1 + 20  # far from every random initial code
+    _, ids, _ = q(z)
+    assert ids.unique().numel() == 1
+    picked = ids[0]
+    restarted = [c for c in range(8) if c != picked]
+    # every other code now sits on one of the batch vectors, so the next batch can pick it
+    on_batch = (q.codebook[restarted].unsqueeze(1) == z.unsqueeze(0)).all(-1).any(-1)
+    assert on_batch.all()
+    _, ids, _ = q(z)
+    assert ids.unique().numel() > 1
+
+
 def test_kmeans_init_and_cosine_codes():
     torch.manual_seed(0)
     q = VectorQuantizer(4, 8, kmeans_init=True).train()
