@@ -239,11 +239,14 @@ def _plot(rows: list[dict], path: Path) -> None:
                 textcoords="offset points",
             )
         for r in (r for r in rows if kind == "titok" and "prefix_psnr" in r):
-            tokens, values = (
-                [p["tokens"] for p in r["prefix_psnr"]],
-                [p["psnr"] for p in r["prefix_psnr"]],
+            curve = r["prefix_psnr"]
+            ax.plot(
+                [p["tokens"] for p in curve],
+                [p["psnr"] for p in curve],
+                lw=1,
+                alpha=0.6,
+                label=f"{r['config']}: first k tokens",
             )
-            ax.plot(tokens, values, lw=1, alpha=0.6, label=f"{r['config']}: first k tokens")
     ax.set_xscale("log", base=2)
     if any("prefix_psnr" in r for r in rows):
         ax.legend(fontsize=7, loc="upper left")
