@@ -2,9 +2,10 @@
 
 Composition only: the encoder and the LLM are used as their libraries define them. Images enter
 the LLM by one masked assignment at the image-placeholder positions. A checkpoint folder holds
-``config.json``, ``adapter.safetensors`` (the trained adapter), ``lora/`` (peft LoRA, if any) and
-the processor files; the base LLM and encoder are referenced by name (``smollm2``,
-``efficientnet_lite0``, or a local folder), not copied, so a fine-tuned checkpoint stays small.
+``config.json``, ``adapter.safetensors`` (the trained adapter), ``lora/`` (peft LoRA, if any),
+``encoder.safetensors`` (only if the encoder was fine-tuned) and the processor files; the base
+LLM and encoder are referenced by name (``smollm2``, ``efficientnet_lite0``, or a local folder),
+not copied, so a fine-tuned checkpoint stays small.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mmllm.reduction import TextContext, build
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ADAPTER_FILE = "adapter.safetensors"
+ENCODER_FILE = "encoder.safetensors"
 IMAGE_TOKEN = "<|image|>"
 
 
@@ -72,6 +74,7 @@ class MMLLMConfig(PretrainedConfig):
         image_token: str = IMAGE_TOKEN,
         vision_dim: int | None = None,
         llm_dim: int | None = None,
+        encoder_finetuned: bool = False,
         **kwargs: Any,
     ):
         self.encoder = encoder
@@ -83,6 +86,7 @@ class MMLLMConfig(PretrainedConfig):
         self.image_token = image_token
         self.vision_dim = vision_dim
         self.llm_dim = llm_dim
+        self.encoder_finetuned = encoder_finetuned  # its weights are then in the checkpoint
         super().__init__(**kwargs)
 
 
@@ -163,6 +167,50 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         self.encoder.eval()
         return self
 
+    @property
+    def encoder_trains(self) -> bool:
+        """Whether gradients reach the encoder (fine-tuning); a frozen one runs under no_grad."""
+        return any(p.requires_grad for p in self.encoder.parameters())
+
+    def unfreeze_encoder(self) -> None:
+        """Fine-tune the encoder's weights (those it names as trainable); BatchNorm statistics and
+        dropout stay as at inference (:meth:`train` keeps the encoder in eval mode)."""
+        names = set(self.encoder.trainable_state_names())
+        if not names:
+            raise MMLLMError(
+                f"encoder '{self.config.encoder}' has no weights its tokens depend on through "
+                "gradients (e.g. a discrete tokenizer's ids): it cannot be fine-tuned; drop "
+                "train.encoder_lr"
+            )
+        for name, p in self.encoder.named_parameters():
+            p.requires_grad_(name in names)
+        self.config.encoder_finetuned = True
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        """The fine-tuned encoder weights a checkpoint stores."""
+        params = dict(self.encoder.named_parameters())
+        return {
+            k: params[k].detach().contiguous().cpu() for k in self.encoder.trainable_state_names()
+        }
+
+    def load_encoder_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load fine-tuned encoder weights; names the encoder does not have are refused."""
+        params = dict(self.encoder.named_parameters())
+        unknown = sorted(set(state) - set(params))
+        if unknown:
+            raise MMLLMError(
+                f"{ENCODER_FILE} holds weights the encoder '{self.config.encoder}' does not have "
+                f"({', '.join(unknown[:3])}): it was saved from another encoder"
+            )
+        with torch.no_grad():
+            for k, v in state.items():
+                if params[k].shape != v.shape:
+                    raise MMLLMError(
+                        f"{ENCODER_FILE}: {k} has shape {tuple(v.shape)}, the encoder expects "
+                        f"{tuple(params[k].shape)}"
+                    )
+                params[k].copy_(v)
+
     def set_reduction(self, spec: str) -> None:
         """Change the reducer (e.g. for evaluation at another budget)."""
         self.reducer = build(spec)
@@ -187,7 +235,7 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         adapter_side: int | None = None,
     ) -> torch.Tensor:
         """Pixels ``[I, 3, H, W]`` -> LLM-space visual embeddings ``[I, M, D]``."""
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.encoder_trains):
             tokens = self.encoder(pixel_values)
         tokens = self.reducer(tokens, text)
         if adapter_side is not None:
@@ -328,6 +376,8 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         self.config.save_pretrained(folder)
         state = {k: v.detach().contiguous().cpu() for k, v in self.adapter.state_dict().items()}
         save_file(state, folder / ADAPTER_FILE)
+        if self.config.encoder_finetuned:
+            save_file(self.encoder_state(), folder / ENCODER_FILE)
         if hasattr(self.llm, "peft_config"):
             self.llm.save_pretrained(
                 folder / "lora", safe_serialization=True, save_embedding_layers=False
@@ -380,6 +430,13 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         if wider_encoder is not None:
             state = widen_input(state, model.adapter.state_dict(), config.vision_dim)
         model.adapter.load_state_dict(state, strict=True)
+        if config.encoder_finetuned:
+            if not (folder / ENCODER_FILE).is_file():
+                raise MMLLMError(
+                    f"{folder}: the config says the encoder was fine-tuned but {ENCODER_FILE} "
+                    "is missing"
+                )
+            model.load_encoder_state(load_file(folder / ENCODER_FILE))
         if (folder / "lora").is_dir():
             from peft import PeftModel
 

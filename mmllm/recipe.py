@@ -62,6 +62,12 @@ class TrainSection(_Strict):
     grad_accum: int = Field(1, gt=0)
     lr: float = Field(1e-3, gt=0)
     adapter_lr: float | None = Field(None, gt=0, description="adapter lr in stage 2 (default: lr)")
+    encoder_lr: float | None = Field(
+        None,
+        gt=0,
+        description="fine-tune the vision encoder at this lr (its BatchNorm statistics stay "
+        "frozen; the checkpoint then stores encoder.safetensors); default: encoder frozen",
+    )
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     eval_steps: int = Field(200, gt=0)

@@ -13,11 +13,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from mmllm.modeling import ADAPTER_FILE, refuse_pickles
+from mmllm.modeling import ADAPTER_FILE, ENCODER_FILE, refuse_pickles
 
 KEEP = (
     "config.json",
     ADAPTER_FILE,
+    ENCODER_FILE,
     "processor_config.json",
     "chat_template.jinja",
     "recipe.yaml",

@@ -21,7 +21,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mmllm.data.dataset import Sample, load_dataset
 from mmllm.errors import MMLLMError
-from mmllm.modeling import ADAPTER_FILE, MMLLMConfig, MMLLMForConditionalGeneration
+from mmllm.modeling import (
+    ADAPTER_FILE,
+    ENCODER_FILE,
+    MMLLMConfig,
+    MMLLMForConditionalGeneration,
+)
 from mmllm.processor import MMLLMProcessor
 from mmllm.recipe import Recipe
 
@@ -55,6 +60,7 @@ class MMLLMTrainer(Trainer):
     """Trainer with mmllm's checkpoint format (adapter + LoRA safetensors) and lr groups."""
 
     adapter_lr: float | None = None
+    encoder_lr: float | None = None
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         self.model.save_pretrained(output_dir or self.args.output_dir)
@@ -65,6 +71,8 @@ class MMLLMTrainer(Trainer):
 
         folder = Path(resume_from_checkpoint)
         self.model.adapter.load_state_dict(load_file(folder / ADAPTER_FILE))
+        if (folder / ENCODER_FILE).is_file():
+            self.model.load_encoder_state(load_file(folder / ENCODER_FILE))
         if (folder / "lora").is_dir():
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file as load_lora
@@ -79,11 +87,14 @@ class MMLLMTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             adapter = [p for p in self.model.adapter.parameters() if p.requires_grad]
-            adapter_ids = {id(p) for p in adapter}
+            encoder = [p for p in self.model.encoder.parameters() if p.requires_grad]
+            grouped = {id(p) for p in adapter + encoder}
             others = [
-                p for p in self.model.parameters() if p.requires_grad and id(p) not in adapter_ids
+                p for p in self.model.parameters() if p.requires_grad and id(p) not in grouped
             ]
             groups = [{"params": adapter, "lr": self.adapter_lr or self.args.learning_rate}]
+            if encoder:
+                groups.append({"params": encoder, "lr": self.encoder_lr or self.args.learning_rate})
             if others:
                 groups.append({"params": others, "lr": self.args.learning_rate})
             self.optimizer = torch.optim.AdamW(groups, weight_decay=self.args.weight_decay)
@@ -218,6 +229,8 @@ def build_model(recipe: Recipe, image_size: int) -> MMLLMForConditionalGeneratio
         for name, p in model.llm.named_parameters():
             p.requires_grad_("lora_" in name and recipe.train.stage == 2)
     model.adapter.requires_grad_(True)
+    if recipe.train.encoder_lr is not None:
+        model.unfreeze_encoder()
     return model
 
 
@@ -280,6 +293,7 @@ def train(recipe: Recipe, smoke: bool = False, resume: bool = False) -> Path:
         callbacks=[ThroughputAndCurve(out)],
     )
     trainer.adapter_lr = t.adapter_lr
+    trainer.encoder_lr = t.encoder_lr
     last = _last_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     final = out / "final"

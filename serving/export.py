@@ -205,6 +205,7 @@ def export_model(
         image_token=model.config.image_token,
         image_token_id=int(model.image_token_id),
         llm_architecture=(llm.config.architectures or [type(llm).__name__])[0],
+        encoder_finetuned=bool(model.config.encoder_finetuned),
     )
     expected = model.num_image_tokens()
     if spec.image_seq_len(model.config.llm_dim) != expected:
@@ -222,6 +223,8 @@ def export_model(
         quant_config = quantize_w8a8(state, absmax)
     for key, value in model.adapter.state_dict().items():
         state[f"adapter.{key}"] = value.detach().to(dtype).contiguous().cpu()
+    if spec.encoder_finetuned:  # served in float32 like the package's encoder
+        state.update({f"encoder.{k}": v for k, v in model.encoder_state().items()})
     save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
     config = llm.config.to_dict()
     config["architectures"] = [ARCHITECTURE]

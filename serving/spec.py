@@ -38,6 +38,9 @@ class ServedSpec:
     adapter_kwargs: dict[str, Any] = field(default_factory=dict)
     #: the LLM's own HF architecture; vLLM builds its implementation of it for the decoder
     llm_architecture: str = "LlamaForCausalLM"
+    #: the encoder was fine-tuned: its weights are in the export's safetensors (``encoder.*``),
+    #: not only in its package
+    encoder_finetuned: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -220,29 +220,43 @@ class MMLLMForVLLM(nn.Module, SupportsMultiModal, SupportsLoRA):
         return self.language_model.compute_logits(hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        """``adapter.*`` into the adapter; everything else is the LLM's, loaded by vLLM."""
-        adapter_params = dict(self.adapter.named_parameters())
-        adapter_params.update(dict(self.adapter.named_buffers()))
+        """``adapter.*`` into the adapter, ``encoder.*`` (a fine-tuned encoder) into the encoder;
+        everything else is the LLM's, loaded by vLLM."""
+        own = {
+            "adapter.": {
+                **dict(self.adapter.named_parameters()),
+                **dict(self.adapter.named_buffers()),
+            },
+            "encoder.": dict(self.encoder.named_parameters()),
+        }
         loaded: set[str] = set()
 
         def llm_weights():
             for name, tensor in weights:
-                if name.startswith("adapter."):
-                    key = name.removeprefix("adapter.")
-                    if key not in adapter_params:
-                        raise ValueError(f"unexpected adapter weight {name!r} in the checkpoint")
-                    with torch.no_grad():
-                        adapter_params[key].copy_(tensor.to(adapter_params[key].dtype))
-                    loaded.add(name)
-                else:
+                prefix = name[: name.index(".") + 1] if "." in name else ""
+                if prefix not in own:
                     yield name, tensor
+                    continue
+                params, key = own[prefix], name.removeprefix(prefix)
+                if key not in params:
+                    raise ValueError(f"unexpected weight {name!r} in the checkpoint")
+                with torch.no_grad():
+                    params[key].copy_(tensor.to(params[key].dtype))
+                loaded.add(name)
 
         for name in self.language_model.load_weights(llm_weights()):
             loaded.add(f"language_model.{name}")
-        missing = set(adapter_params) - {n.removeprefix("adapter.") for n in loaded}
+        missing = set(own["adapter."]) - {n.removeprefix("adapter.") for n in loaded}
         if missing:
             raise ValueError(f"the checkpoint lacks adapter weights: {sorted(missing)[:4]}")
-        # the encoder's weights came from its package, not from this checkpoint
+        encoder_loaded = {n.removeprefix("encoder.") for n in loaded if n.startswith("encoder.")}
+        wanted = set(self.encoder.trainable_state_names())
+        if self.spec.encoder_finetuned and not wanted <= encoder_loaded:
+            raise ValueError(
+                "the config says the encoder was fine-tuned but the checkpoint lacks "
+                f"{sorted(wanted - encoder_loaded)[:4]}"
+            )
+        # the rest of the encoder (all of it, if not fine-tuned) came from its package
         loaded.update(f"encoder.{n}" for n, _ in self.encoder.named_parameters())
         loaded.update(f"encoder.{n}" for n, _ in self.encoder.named_buffers())
         loaded.update(f"adapter.{n}" for n, _ in self.adapter.named_buffers())

@@ -158,3 +158,65 @@ def test_wider_encoder_continues_a_checkpoint(tmp_path, tiny):
         MMLLMForConditionalGeneration.from_pretrained(
             tmp_path, llm=llm, tokenizer=tok, wider_encoder="hf:/somewhere"
         )
+
+
+def test_fine_tuned_encoder_trains_and_round_trips(tmp_path, conversations, images, tiny):
+    """Frozen: no gradient reaches the encoder. Unfrozen: it does, the encoder stays in eval
+    mode, and its weights travel in encoder.safetensors."""
+    model = tiny.model()
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    model.train()
+    model(**batch).loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+
+    model.unfreeze_encoder()
+    model.train()
+    assert not model.encoder.training
+    model(**batch).loss.backward()
+    tuned = dict(model.encoder.named_parameters())
+    names = model.encoder.trainable_state_names()
+    # CLIP's post-layernorm only feeds the pooled output, which no token reads
+    assert set(tuned) - set(names) == {"model.post_layernorm.weight", "model.post_layernorm.bias"}
+    assert all(tuned[n].grad is not None and tuned[n].grad.abs().sum() > 0 for n in names)
+    assert all(tuned[n].grad is None for n in set(tuned) - set(names))
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    assert set(model.encoder_state()) == set(names)
+    model.eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "encoder.safetensors").is_file()
+    llm, tok = tiny.llm("llama")
+    loaded = MMLLMForConditionalGeneration.from_pretrained(
+        tmp_path, encoder=tiny.encoder(), llm=llm, tokenizer=tok
+    )
+    assert loaded.config.encoder_finetuned
+    torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)
+
+
+def test_fine_tuned_encoder_file_problems_are_clear_errors(tmp_path, tiny):
+    from safetensors.torch import save_file
+
+    model = tiny.model()
+    model.unfreeze_encoder()
+    model.save_pretrained(tmp_path)
+    save_file({"not.a.weight": torch.zeros(2)}, tmp_path / "encoder.safetensors")
+    with pytest.raises(MMLLMError, match="does not have"):
+        MMLLMForConditionalGeneration.from_pretrained(
+            tmp_path, encoder=tiny.encoder(), llm=tiny.llm("llama")[0]
+        )
+    (tmp_path / "encoder.safetensors").unlink()
+    with pytest.raises(MMLLMError, match=r"encoder\.safetensors is missing"):
+        MMLLMForConditionalGeneration.from_pretrained(
+            tmp_path, encoder=tiny.encoder(), llm=tiny.llm("llama")[0]
+        )
+
+
+def test_efficientnet_fine_tuning_leaves_out_the_classifier():
+    from mmllm.vision_tokenizers import EfficientNetLiteEncoder
+
+    encoder = EfficientNetLiteEncoder(image_size=64, pretrained=False)
+    names = encoder.trainable_state_names()
+    assert "net._conv_head.weight" in names and "net._conv_stem.weight" in names
+    assert not any(n.startswith("net._fc.") for n in names)

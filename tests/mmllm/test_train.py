@@ -63,6 +63,18 @@ def test_default_stages_save_adapter_and_lora_together(stage2):
     assert not list(stage2.rglob("*.bin"))
 
 
+@pytest.mark.parametrize(
+    "name", ["default_stage3", "default_stage4", "default_stage5", "default_stage6"]
+)
+def test_continuation_stages_run_at_smoke_size(name, stage2, data, tmp_path):
+    """Stages 3-6 continue a stage-2 checkpoint (4-6 on the wider detail encoder; 6 also
+    fine-tunes the encoder)."""
+    final = smoke(name, data, tmp_path, **{"model.init_from": str(stage2)})
+    config = json.loads((final / "config.json").read_text())
+    assert config["encoder"] == load_recipe(name).model.encoder
+    assert (final / "encoder.safetensors").is_file() == (name == "default_stage6")
+
+
 def test_discrete_stages_chain(data, tmp_path):
     """Understanding from discrete ids: stage 1 trains the vocabulary rows on the shipped image
     tokenizer, stage 2 continues it with LoRA; the checkpoint names the tokenizer portably."""
@@ -88,6 +100,43 @@ def test_lora_targets_that_match_nothing(data, tmp_path, stage2):
             tmp_path,
             **{"lora.target_modules": ["query_key_value"], "model.init_from": None},
         )
+
+
+def test_encoder_lr_fine_tunes_the_encoder_and_resumes(data, tmp_path):
+    """train.encoder_lr trains the EfficientNet weights (not its classifier); they are saved
+    with the checkpoint, loaded back by from_pretrained and by a resumed run."""
+    from safetensors.torch import load_file, save_file
+
+    from mmllm.modeling import MMLLMForConditionalGeneration
+    from mmllm.vision_tokenizers.encoders.efficientnet import efficientnet_lite0_state_dict
+
+    final = smoke("default_stage1", data, tmp_path, **{"train.encoder_lr": 1e-2})
+    tuned = load_file(final / "encoder.safetensors")
+    base = efficientnet_lite0_state_dict()
+    assert "net._fc.weight" not in tuned
+    assert not torch.equal(tuned["net._conv_head.weight"], base["_conv_head.weight"])
+    model = MMLLMForConditionalGeneration.from_pretrained(final)
+    assert torch.equal(model.encoder.net._conv_head.weight, tuned["net._conv_head.weight"])
+
+    # a resumed run continues from the checkpoint's encoder, not the package's: mark it
+    shutil.rmtree(final)
+    saved = tmp_path / "checkpoint-2" / "encoder.safetensors"
+    state = load_file(saved)
+    state["net._conv_head.weight"] = torch.zeros_like(state["net._conv_head.weight"])
+    save_file(state, saved)
+    recipe = load_recipe(
+        "default_stage1",
+        {
+            "data.train": str(data / "train"),
+            "data.eval": str(data / "val"),
+            "train.output_dir": str(tmp_path),
+            "train.encoder_lr": 1e-3,
+        },
+    )
+    recipe.smoke.max_steps = 3
+    resumed = train(recipe, smoke=True, resume=True)
+    head = load_file(resumed / "encoder.safetensors")["net._conv_head.weight"]
+    assert head.abs().max() < 0.01 < base["_conv_head.weight"].abs().max()
 
 
 def test_resume_continues_from_last_checkpoint(data, tmp_path):

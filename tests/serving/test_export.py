@@ -35,6 +35,22 @@ def test_weights_hold_the_llm_and_the_adapter(tiny, tmp_path):
     assert (out / "chat_template.jinja").is_file() and (out / "tokenizer.json").is_file()
 
 
+def test_fine_tuned_encoder_travels_in_the_export(tiny, tmp_path):
+    frozen = export_model(tiny.model(), tmp_path / "frozen")
+    assert not any(k.startswith("encoder.") for k in load_file(frozen / "model.safetensors"))
+    model = tiny.model()
+    model.unfreeze_encoder()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(1.0)
+    out = export_model(model, tmp_path / "tuned")
+    spec = ServedSpec.from_config(json.loads((out / "config.json").read_text()))
+    assert spec.encoder_finetuned
+    state = load_file(out / "model.safetensors")
+    for key, value in model.encoder_state().items():
+        torch.testing.assert_close(state[f"encoder.{key}"], value)
+
+
 def test_lora_is_merged_into_the_exported_llm(tiny, tmp_path):
     from peft import LoraConfig, get_peft_model
 

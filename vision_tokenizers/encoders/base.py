@@ -48,6 +48,43 @@ class VisionEncoder(nn.Module, abc.ABC):
         pixels = self.preprocess(images).to(next(self.parameters()).device)
         return self(pixels)
 
+    def trainable_state_names(self) -> list[str]:
+        """The parameters the tokens depend on: what fine-tuning trains and a checkpoint stores.
+
+        Found once by a backward pass from the tokens of a blank image, so parts no token reads
+        (an ImageNet classifier, a pooler, CLIP's post-layernorm, layers after the feature layer)
+        are left out for every encoder without a per-family list.
+        """
+        cached = getattr(self, "_token_param_names", None)
+        if cached is None:
+            named = list(self.named_parameters())
+            flags = [p.requires_grad for _, p in named]
+            for _, p in named:
+                p.requires_grad_(True)
+            first = named[0][1] if named else None
+            pixels = torch.zeros(
+                1,
+                3,
+                self.image_size,
+                self.image_size,
+                device=first.device if first is not None else None,
+                dtype=first.dtype if first is not None else None,
+            )
+            try:
+                with torch.enable_grad():
+                    tokens = self(pixels).embeds
+                grads = (
+                    torch.autograd.grad(tokens.sum(), [p for _, p in named], allow_unused=True)
+                    if tokens.requires_grad
+                    else [None] * len(named)
+                )
+            finally:
+                for (_, p), flag in zip(named, flags, strict=True):
+                    p.requires_grad_(flag)
+            cached = [name for (name, _), g in zip(named, grads, strict=True) if g is not None]
+            self._token_param_names = cached
+        return list(cached)
+
     def check_pixels(self, pixels: torch.Tensor) -> None:
         expected = (3, self.image_size, self.image_size)
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
