@@ -56,3 +56,29 @@ def test_variant_answers_like_local_chat(variant, heldout, local_model, tmp_path
         result = served_agreement(server.url, heldout, local_model, 8, progress=False)
     assert result.rate >= VARIANTS[variant], result.mismatches
     assert all(m["served"] for m in result.mismatches)  # every question got an answer
+
+
+def test_fine_tuned_encoder_is_served(heldout, local_model, tmp_path):
+    """A checkpoint with a fine-tuned encoder is served with its own encoder weights, not the
+    package's: the shipped model with its encoder's head altered answers differently, and the
+    server follows the altered model."""
+    import torch
+
+    from mmllm.default_model import load_model
+    from mmllm.serving.bench import ServerProcess
+    from mmllm.serving.compare import local_answers, served_agreement
+    from mmllm.serving.export import export_model
+
+    model = load_model()
+    model.unfreeze_encoder()
+    with torch.no_grad():
+        model.encoder.net._conv_head.weight.mul_(-1.0)
+    model.requires_grad_(False)
+    altered = local_answers(heldout, model, 8, progress=False)
+    original = local_answers(heldout, local_model, 8, progress=False)
+    changed = sum(a != b for a, b in zip(altered, original, strict=True))
+    assert changed >= 3, "the alteration must change answers for the check to mean anything"
+    folder = export_model(model, tmp_path / "tuned")
+    with ServerProcess(folder, None, tmp_path / "tuned.log") as server:
+        result = served_agreement(server.url, heldout, None, 8, progress=False, local=altered)
+    assert result.rate >= 0.9, result.mismatches
