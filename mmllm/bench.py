@@ -1,9 +1,13 @@
 """``mmllm bench reduction``: every reducer at 50%, 25%, 11.1% and 5.6% of the full visual tokens.
 
 For each (method, budget): exact-match accuracy per task and overall, retention (% of the
-full-token accuracy), prefill time per sample, the reducer's own time per image, and peak
-resident memory. Full tokens and every reduced run are measured in the same process, one after
-another, so ratios are comparable (see BENCHMARKING.md).
+full-token accuracy), the reference answer's negative log-likelihood per token and its paired
+change against full tokens (mean and standard error over the same samples), agreement of the
+answers with the full-token answers, prefill time per sample, the reducer's own time per image,
+and peak resident memory. On a weak model exact match moves in steps of one sample; the paired
+likelihood change separates methods with far fewer samples. Full tokens and every reduced run
+are measured in the same process, one after another, so ratios are comparable (see
+BENCHMARKING.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mmllm.data.normalize import exact_match
 from mmllm.evaluate import EvalResult, evaluate
 
 FRACTIONS = (0.5, 0.25, 0.111, 0.056)
@@ -96,7 +101,7 @@ def run_reduction_bench(
     n_full = model.num_image_tokens()
     side = model.encoder.grid[0]
     base_spec = model.config.reduction
-    full = evaluate(model, samples, base_spec, batch_size)
+    full = evaluate(model, samples, base_spec, batch_size, answer_nll=True)
     rows = [_row("full", base_spec, full, full, 0.0)]
     for method in methods:
         for frac in FRACTIONS:
@@ -104,7 +109,7 @@ def run_reduction_bench(
             spec = {**METHODS, **ABLATIONS}[method](k, n_full, side)
             if spec is None:
                 continue
-            result = evaluate(model, samples, spec, batch_size)
+            result = evaluate(model, samples, spec, batch_size, answer_nll=True)
             rows.append(
                 _row(method, spec, result, full, _time_reducer(model, samples[:8], spec), frac)
             )
@@ -123,6 +128,16 @@ def _row(
     llm_ms, full_llm_ms = r.prefill_ms - r.vision_ms, full.prefill_ms - full.vision_ms
     before_llm = split_in_llm(build(spec))[1] is None
     ideal = full.prompt_tokens / r.prompt_tokens if r.prompt_tokens else 0.0
+    nll_delta = [
+        r_pred["answer_nll"] - f_pred["answer_nll"]
+        for r_pred, f_pred in zip(r.predictions, full.predictions, strict=True)
+    ]
+    mean_delta = sum(nll_delta) / len(nll_delta)
+    var = sum((d - mean_delta) ** 2 for d in nll_delta) / max(len(nll_delta) - 1, 1)
+    agree = [
+        exact_match(r_pred["prediction"], f_pred["prediction"])
+        for r_pred, f_pred in zip(r.predictions, full.predictions, strict=True)
+    ]
     return {
         "method": method,
         "spec": spec,
@@ -131,6 +146,11 @@ def _row(
         "overall": r.overall,
         "retention": r.overall / full.overall if full.overall else 0.0,
         "per_task": r.per_task,
+        "answer_nll": r.answer_nll,
+        "per_task_nll": r.per_task_nll,
+        "nll_delta": mean_delta,
+        "nll_delta_se": math.sqrt(var / len(nll_delta)),
+        "agreement": sum(agree) / len(agree),
         "prefill_ms": r.prefill_ms,
         "llm_prefill_ms": llm_ms,
         "vision_ms": r.vision_ms,
@@ -155,6 +175,9 @@ def _write(rows: list[dict], out: Path, samples) -> None:
         "overall %",
         "retention %",
         *tasks,
+        "answer NLL",
+        "ΔNLL vs full (± SE)",
+        "agrees with full %",
         "prompt tokens",
         "prefill ms",
         "LLM prefill ms",
@@ -178,6 +201,9 @@ def _write(rows: list[dict], out: Path, samples) -> None:
             f"{100 * r['overall']:.1f}",
             f"{100 * r['retention']:.0f}",
             *[f"{100 * r['per_task'].get(t, 0):.0f}" for t in tasks],
+            f"{r['answer_nll']:.3f}",
+            f"{r['nll_delta']:+.3f} ± {r['nll_delta_se']:.3f}",
+            f"{100 * r['agreement']:.0f}",
             f"{r['prompt_tokens']:.0f}",
             f"{r['prefill_ms']:.0f}",
             f"{r['llm_prefill_ms']:.0f}",
@@ -199,26 +225,38 @@ def _speedup_cell(row: dict) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
+    """Accuracy (left) and answer NLL change (right) against visual tokens, one line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (acc_ax, nll_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
     full = rows[0]
-    ax.axhline(
+    acc_ax.axhline(
         100 * full["overall"], color="grey", ls="--", label=f"full ({full['visual_tokens']} tokens)"
     )
+    nll_ax.axhline(0, color="grey", ls="--")
     for method in dict.fromkeys(r["method"] for r in rows[1:]):
-        pts = sorted(
-            (r["visual_tokens"], 100 * r["overall"]) for r in rows if r["method"] == method
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["visual_tokens"])
+        tokens = [r["visual_tokens"] for r in mine]
+        (line,) = acc_ax.plot(tokens, [100 * r["overall"] for r in mine], "o-", label=method, ms=4)
+        nll_ax.errorbar(
+            tokens,
+            [r["nll_delta"] for r in mine],
+            yerr=[r["nll_delta_se"] for r in mine],
+            fmt="o-",
+            ms=4,
+            capsize=2,
+            color=line.get_color(),
         )
-        ax.plot(*zip(*pts, strict=True), "o-", label=method, ms=4)
-    ax.set_xscale("log")
-    ax.set_xlabel("visual tokens per image")
-    ax.set_ylabel("exact-match accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    for ax in (acc_ax, nll_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("visual tokens per image")
+        ax.grid(alpha=0.3)
+    acc_ax.set_ylabel("exact-match accuracy (%)")
+    nll_ax.set_ylabel("answer NLL - full-token answer NLL (lower is better)")
+    acc_ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

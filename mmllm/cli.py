@@ -314,6 +314,9 @@ def eval_cmd(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     plot: Path = typer.Option(None, "--plot", help="PNG: accuracy against visual tokens."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (see README)."),
+    nll: bool = typer.Option(
+        False, "--nll", help="Also score the reference answer's NLL per token (teacher forced)."
+    ),
 ):
     """Exact-match accuracy per task, visual tokens, prefill and total time per sample."""
     from mmllm.data.dataset import load_dataset
@@ -330,14 +333,18 @@ def eval_cmd(
     if missing:
         raise MMLLMError(f"{data}: {len(missing)} row(s) have no 'answer' to score against")
     mm = load_model(model)
-    results = [evaluate(mm, samples, spec, batch_size, progress=not as_json) for spec in specs]
+    results = [
+        evaluate(mm, samples, spec, batch_size, progress=not as_json, answer_nll=nll)
+        for spec in specs
+    ]
     if as_json:
         rows = [r.summary() for r in results]
         typer.echo(json.dumps(rows[0] if len(rows) == 1 else {"results": rows}, indent=2))
     else:
         tasks = sorted({t for r in results for t in r.per_task})
         table = Table(title=f"{data} (n = {results[0].n})")
-        for col in ("reduction", "tokens", "overall", *tasks, "prefill ms", "total ms"):
+        extra = ("answer NLL",) if nll else ()
+        for col in ("reduction", "tokens", "overall", *tasks, *extra, "prefill ms", "total ms"):
             table.add_column(col)
         for r in results:
             table.add_row(
@@ -345,6 +352,7 @@ def eval_cmd(
                 str(r.visual_tokens),
                 f"{100 * r.overall:.1f}",
                 *[f"{100 * r.per_task.get(t, 0):.1f}" for t in tasks],
+                *([f"{r.answer_nll:.3f}"] if nll else []),
                 f"{r.prefill_ms:.1f}",
                 f"{r.total_ms:.1f}",
             )

@@ -5,6 +5,10 @@ prompt positions, vocabulary projection on the last one); vision time is the enc
 adapter alone (timed in a separate call, so prefill minus vision is the LLM's part); total time
 is greedy generation of the whole answer. All per sample (batch time / batch size) after one
 warm-up batch. ``prompt_tokens`` is the mean prompt length the LLM receives.
+
+With ``answer_nll=True`` each sample is also scored by the mean negative log-likelihood per token
+of its reference answer (teacher forced, same positions and in-LLM drops as decoding): a
+continuous score that tells reductions apart where exact match on a weak model is mostly noise.
 """
 
 from __future__ import annotations
@@ -32,11 +36,16 @@ class EvalResult:
     total_ms: float
     prompt_tokens: float = 0.0
     vision_ms: float = 0.0
+    answer_nll: float | None = None
+    per_task_nll: dict[str, float] | None = None
     predictions: list[dict] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
         out = asdict(self)
         out.pop("predictions")
+        if self.answer_nll is None:  # only present when scored
+            out.pop("answer_nll")
+            out.pop("per_task_nll")
         return out
 
 
@@ -53,6 +62,7 @@ def evaluate(
     batch_size: int = 8,
     max_new_tokens: int = 24,
     progress: bool = True,
+    answer_nll: bool = False,
 ) -> EvalResult:
     """Score ``samples`` greedily with ``model`` (optionally at another reduction)."""
     from mmllm.processor import MMLLMProcessor
@@ -62,6 +72,7 @@ def evaluate(
     processor = MMLLMProcessor.from_model(model)
     model.eval()
     correct: dict[str, list[bool]] = defaultdict(list)
+    nlls: dict[str, list[float]] = defaultdict(list)
     predictions = []
     prefill_s = total_s = vision_s = 0.0
     timed = prompt_tokens = 0
@@ -85,18 +96,25 @@ def evaluate(
             total_s += total
             vision_s += vision
             timed += len(batch)
-        for sample, answer in zip(batch, processor.decode(ids), strict=True):
+        scores = [None] * len(batch)
+        if answer_nll:
+            answers, answer_mask = processor.answer_ids([s.messages for s in batch])
+            scores = model.answer_nll(**inputs, answer_ids=answers, answer_mask=answer_mask)
+            scores = scores.tolist()
+        for sample, answer, nll in zip(batch, processor.decode(ids), scores, strict=True):
             ok = exact_match(answer, sample.answer or "")
             correct[sample.task].append(ok)
-            predictions.append(
-                {
-                    "task": sample.task,
-                    "answer": sample.answer,
-                    "prediction": answer,
-                    "correct": ok,
-                    **{k: v for k, v in sample.extra.items() if k == "phrasing"},
-                }
-            )
+            prediction = {
+                "task": sample.task,
+                "answer": sample.answer,
+                "prediction": answer,
+                "correct": ok,
+                **{k: v for k, v in sample.extra.items() if k == "phrasing"},
+            }
+            if nll is not None:
+                nlls[sample.task].append(nll)
+                prediction["answer_nll"] = nll
+            predictions.append(prediction)
     per_task = {task: sum(v) / len(v) for task, v in sorted(correct.items())}
     n = sum(len(v) for v in correct.values())
     return EvalResult(
@@ -109,6 +127,8 @@ def evaluate(
         total_ms=1000 * total_s / max(timed, 1),
         prompt_tokens=prompt_tokens / max(n, 1),
         vision_ms=1000 * vision_s / max(timed, 1),
+        answer_nll=sum(sum(v) for v in nlls.values()) / max(n, 1) if answer_nll else None,
+        per_task_nll={t: sum(v) / len(v) for t, v in sorted(nlls.items())} if answer_nll else None,
         predictions=predictions,
     )
 

@@ -334,6 +334,51 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         return lm.get_output_embeddings()(hidden.last_hidden_state[:, -1])
 
     @torch.no_grad()
+    def answer_nll(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        answer_ids: torch.Tensor,
+        answer_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean negative log-likelihood per answer token of each row ``[B]``, teacher forced.
+
+        ``input_ids`` is the left-padded generation prompt (what ``generate`` gets) and
+        ``answer_ids`` the right-padded reference answers (``processor.answer_ids``). Positions
+        and in-LLM drops are exactly those of greedy decoding, so the score measures what a
+        reduction costs the model on the reference answer even where exact match is noisy.
+        """
+        embeds = self.embed(input_ids, pixel_values, attention_mask=attention_mask)
+        lm = self._causal_lm()
+        answer_embeds = self.llm.get_input_embeddings()(answer_ids)
+        inside = self._in_llm()
+        if inside is not None:
+            from mmllm.reduction.in_llm import DropRunner
+
+            visual = input_ids == self.image_token_id
+            runner = DropRunner(lm, inside.schedule(int(visual[0].sum())))
+            steps = [runner.prefill(embeds, attention_mask, visual)]
+            for n in range(answer_ids.shape[1] - 1):
+                steps.append(runner.step(answer_embeds[:, n : n + 1], n))
+            logits = torch.stack(steps, dim=1)
+        else:
+            mask = torch.cat([attention_mask, answer_mask], dim=1)
+            positions = (mask.cumsum(-1) - 1).clamp_min(0)
+            hidden = lm.get_decoder()(
+                inputs_embeds=torch.cat([embeds, answer_embeds.to(embeds.dtype)], dim=1),
+                attention_mask=mask,
+                position_ids=positions,
+            ).last_hidden_state
+            start = input_ids.shape[1] - 1
+            logits = lm.get_output_embeddings()(hidden[:, start : start + answer_ids.shape[1]])
+        nll = nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), answer_ids, reduction="none"
+        )
+        keep = answer_mask.to(nll.dtype)
+        return (nll * keep).sum(1) / keep.sum(1).clamp_min(1)
+
+    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,

@@ -126,11 +126,8 @@ class MMLLMProcessor:
         for messages, imgs in zip(conversations, images, strict=True):
             check_conversation(messages, len(imgs))
             if train:
-                if messages[-1]["role"] != "assistant":
-                    raise MMLLMError("a training conversation must end with the assistant's answer")
                 prompt = self._ids(self.render(messages[:-1], add_generation_prompt=True))
-                full = self.render(messages, add_generation_prompt=False)
-                answer = self._ids(full[len(self.render(messages[:-1], True)) :])
+                answer = self._answer_ids(messages)
                 rows.append(prompt + answer)
                 label_rows.append([-100] * len(prompt) + answer)
             else:
@@ -155,6 +152,34 @@ class MMLLMProcessor:
         if train:
             out["labels"] = labels
         return out
+
+    def _answer_ids(self, messages: Sequence[dict]) -> list[int]:
+        """Token ids of the final assistant message as training labels them (answer + end)."""
+        if messages[-1]["role"] != "assistant":
+            raise MMLLMError(
+                "the conversation must end with the assistant's answer (the reference to train on "
+                "or score)"
+            )
+        full = self.render(messages, add_generation_prompt=False)
+        return self._ids(full[len(self.render(messages[:-1], True)) :])
+
+    def answer_ids(
+        self, conversations: Sequence[Sequence[dict]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each conversation's final assistant message as right-padded ids ``[B, A]`` + mask.
+
+        The same tokens ``train=True`` labels, to score a reference answer after the prompt
+        that ``train=False`` builds from ``conversation[:-1]``.
+        """
+        self._seq_len = self.image_seq_len
+        rows = [self._answer_ids(messages) for messages in conversations]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids, mask
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -43,3 +43,10 @@ def test_bench_writes_table_json_and_plot(tmp_path, tiny):
     assert half["prompt_tokens"] < rows[0]["prompt_tokens"]
     assert half["ideal_speedup"] == rows[0]["prompt_tokens"] / half["prompt_tokens"] > 1
     assert 0 < rows[0]["vision_ms"] < rows[0]["prefill_ms"]
+    # full tokens against themselves: no likelihood change, every answer agrees
+    assert rows[0]["nll_delta"] == 0 and rows[0]["agreement"] == 1
+    assert rows[0]["answer_nll"] > 0 and set(rows[0]["per_task_nll"]) == set(rows[0]["per_task"])
+    one = rows[4]  # random:1 keeps one of 16 tokens: the answers' likelihood must move
+    assert one["nll_delta"] == one["answer_nll"] - rows[0]["answer_nll"] != 0
+    assert one["nll_delta_se"] > 0 and 0 <= one["agreement"] <= 1
+    assert "ΔNLL vs full" in table

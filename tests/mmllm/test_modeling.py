@@ -220,3 +220,53 @@ def test_efficientnet_fine_tuning_leaves_out_the_classifier():
     names = encoder.trainable_state_names()
     assert "net._conv_head.weight" in names and "net._conv_stem.weight" in names
     assert not any(n.startswith("net._fc.") for n in names)
+
+
+def _nll_inputs(proc, conversations, images):
+    prompt = proc([c[:-1] for c in conversations], [[im] for im in images])
+    answers, answer_mask = proc.answer_ids(conversations)
+    return prompt, answers, answer_mask
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_answer_nll_equals_the_training_loss_of_each_row(family, conversations, images, tiny):
+    model = tiny.model(family)
+    torch.nn.init.normal_(model.adapter.net[0].weight)
+    proc = MMLLMProcessor.from_model(model)
+    # the second answer is longer, so the batch pads both the prompts and the answers
+    conversations[1][-1]["content"][0]["text"] = "three stars in a row"
+    prompt, answers, answer_mask = _nll_inputs(proc, conversations, images)
+    assert answer_mask.sum(1).tolist()[0] < answer_mask.sum(1).tolist()[1]
+    nll = model.answer_nll(**prompt, answer_ids=answers, answer_mask=answer_mask)
+    for i in range(2):  # one row alone: no padding, the training loss is the reference
+        alone = proc([conversations[i]], [[images[i]]], train=True)
+        with torch.no_grad():
+            expected = model(**alone).loss
+        torch.testing.assert_close(nll[i], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_answer_nll_follows_in_llm_drops(conversations, images, tiny):
+    model = tiny.model()
+    torch.nn.init.normal_(model.adapter.net[0].weight)
+    proc = MMLLMProcessor.from_model(model)
+    prompt, answers, answer_mask = _nll_inputs(proc, conversations, images)
+    full = model.answer_nll(**prompt, answer_ids=answers, answer_mask=answer_mask)
+    model.set_reduction("fastv:layer=0,keep=16")  # keeps every visual token: same scores
+    kept_all = model.answer_nll(**prompt, answer_ids=answers, answer_mask=answer_mask)
+    torch.testing.assert_close(kept_all, full, rtol=1e-4, atol=1e-5)
+    model.set_reduction("fastv:layer=0,keep=2")  # drops 14 of 16: the scores must change
+    dropped = model.answer_nll(**prompt, answer_ids=answers, answer_mask=answer_mask)
+    assert not torch.allclose(dropped, full, atol=1e-4)
+    # the first answer token's score is the prefill's last-position prediction
+    first = model.prefill_logits(**prompt).log_softmax(-1)
+    first = -first.gather(1, answers[:, :1]).squeeze(1)
+    single = answer_mask.clone()
+    single[:, 1:] = 0
+    only_first = model.answer_nll(**prompt, answer_ids=answers, answer_mask=single)
+    torch.testing.assert_close(only_first, first, rtol=1e-4, atol=1e-5)
+
+
+def test_answer_nll_needs_a_reference_answer(conversations, tiny):
+    proc = MMLLMProcessor.from_model(tiny.model())
+    with pytest.raises(MMLLMError, match="must end with the assistant"):
+        proc.answer_ids([c[:1] for c in conversations])

@@ -196,6 +196,17 @@ def test_eval_json_chat_and_merge(stage2, data, tmp_path, capsys):
     assert out["results"][1]["visual_tokens"] < first["visual_tokens"]
     assert (tmp_path / "p.png").is_file()
 
+    with pytest.raises(SystemExit) as code:
+        main(
+            [
+                *("eval", "--model", str(stage2), "--data", str(data / "val"), "--limit", "4"),
+                *("--nll", "--json", "--plot", str(tmp_path / "q.png")),
+            ]
+        )
+    assert code.value.code in (0, None)
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["answer_nll"] > 0 and set(scored["per_task_nll"]) == set(scored["per_task"])
+
     image = next((data / "val" / "images").iterdir())
     with pytest.raises(SystemExit) as code:
         main(
