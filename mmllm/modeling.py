@@ -216,10 +216,26 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         self.reducer = build(spec)
         self.config.reduction = spec
 
-    def num_image_tokens(self, adapter_side: int | None = None) -> int:
+    def reducer_for(self, spec: str | None = None):
+        """The reducer of ``spec`` (built once, then cached); ``None``: the configured one.
+
+        Lets training draw a budget per batch (``train.reduction_budgets``) without changing
+        the model's configured reduction.
+        """
+        if spec is None or spec == self.config.reduction:
+            return self.reducer
+        cache = self.__dict__.setdefault("_reducer_cache", {})
+        if spec not in cache:
+            cache[spec] = build(spec)
+        return cache[spec]
+
+    def num_image_tokens(
+        self, adapter_side: int | None = None, reduction: str | None = None
+    ) -> int:
         """Placeholder tokens per image: known before any pixel is encoded."""
-        n = self.reducer.output_len(self.encoder.num_tokens, self.encoder.grid)
-        grid = self.encoder.grid if self.config.reduction == "identity" else None
+        n = self.reducer_for(reduction).output_len(self.encoder.num_tokens, self.encoder.grid)
+        spec = self.config.reduction if reduction is None else reduction
+        grid = self.encoder.grid if spec == "identity" else None
         if adapter_side is not None:
             return min(adapter_side, self.encoder.grid[0]) * min(adapter_side, self.encoder.grid[1])
         return self.adapter.output_len(n, grid)
@@ -233,21 +249,29 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         pixel_values: torch.Tensor,
         text: TextContext | None = None,
         adapter_side: int | None = None,
+        reduction: str | None = None,
     ) -> torch.Tensor:
-        """Pixels ``[I, 3, H, W]`` -> LLM-space visual embeddings ``[I, M, D]``."""
+        """Pixels ``[I, 3, H, W]`` -> LLM-space visual embeddings ``[I, M, D]``.
+
+        ``reduction`` overrides the configured reducer for this call only.
+        """
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.encoder_trains):
             tokens = self.encoder(pixel_values)
-        tokens = self.reducer(tokens, text)
+        tokens = self.reducer_for(reduction)(tokens, text)
         if adapter_side is not None:
             return self.adapter(tokens, side=adapter_side)
         return self.adapter(tokens)
 
     def text_context(
-        self, embeds: torch.Tensor, image_mask: torch.Tensor, attention_mask: torch.Tensor | None
+        self,
+        embeds: torch.Tensor,
+        image_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        reduction: str | None = None,
     ) -> TextContext:
         """Each image's instruction: the text embeddings of the sequence it sits in (image and
         padding positions masked out), with the adapter as the visual->text projection."""
-        per_image = self.num_image_tokens()
+        per_image = self.num_image_tokens(reduction=reduction)
         rows = torch.arange(len(embeds), device=embeds.device).repeat_interleave(
             image_mask.sum(1) // per_image
         )
@@ -265,6 +289,7 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         pixel_values: torch.Tensor | None,
         adapter_side: int | None = None,
         attention_mask: torch.Tensor | None = None,
+        reduction: str | None = None,
     ) -> torch.Tensor:
         embeds = self.llm.get_input_embeddings()(input_ids)
         mask = input_ids == self.image_token_id
@@ -273,8 +298,9 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
             if n_slots:
                 raise MMLLMError(f"the text has {n_slots} image placeholder tokens but no images")
             return embeds
-        text = self.text_context(embeds, mask, attention_mask) if self.reducer.uses_text else None
-        visual = self.encode_images(pixel_values, text=text, adapter_side=adapter_side)
+        uses_text = self.reducer_for(reduction).uses_text
+        text = self.text_context(embeds, mask, attention_mask, reduction) if uses_text else None
+        visual = self.encode_images(pixel_values, text, adapter_side, reduction)
         if visual.numel() // visual.shape[-1] != n_slots:
             raise MMLLMError(
                 f"{len(pixel_values)} image(s) give {visual.shape[0] * visual.shape[1]} visual "
@@ -290,9 +316,12 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         adapter_side: int | None = None,
+        reduction: str | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        embeds = self.embed(input_ids, pixel_values, adapter_side, attention_mask)
+        """Training / scoring pass; ``reduction`` (a before-LLM spec) overrides the configured
+        reducer for this batch, as ``train.reduction_budgets`` does."""
+        embeds = self.embed(input_ids, pixel_values, adapter_side, attention_mask, reduction)
         lm = self._causal_lm()
         hidden = lm.get_decoder()(
             inputs_embeds=embeds, attention_mask=attention_mask

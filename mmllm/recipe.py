@@ -75,6 +75,32 @@ class TrainSection(_Strict):
     logging_steps: int = Field(10, gt=0)
     seed: int = 0
     bf16: bool = Field(False, description="bf16 autocast (CPU and GPU)")
+    reduction_budgets: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="reducer specs (before the LLM) drawn one per training batch, so the "
+        "adapter/LoRA learn to read reduced tokens at several budgets (TokenFLEX-style); eval "
+        "stays at model.reduction",
+    )
+
+    @model_validator(mode="after")
+    def _budgets_are_before_llm_specs(self) -> TrainSection:
+        if not self.reduction_budgets:
+            return self
+        from mmllm.reduction import build
+        from mmllm.reduction.in_llm import split_in_llm
+
+        for spec in self.reduction_budgets:
+            try:
+                reducer = build(spec)
+            except MMLLMError as err:
+                raise ValueError(f"reduction_budgets: {spec!r}: {err}") from None
+            if split_in_llm(reducer)[1] is not None:
+                raise ValueError(
+                    f"reduction_budgets: {spec!r} prunes inside the LLM; training draws only "
+                    "reducers that run before it"
+                )
+        return self
 
 
 class SmokeSection(_Strict):
@@ -101,6 +127,11 @@ class Recipe(_Strict):
             raise ValueError("stage 2 trains LoRA on the LLM: add a 'lora' section")
         if self.quantization.load_in_4bit and self.lora is None:
             raise ValueError("load_in_4bit (QLoRA) needs a 'lora' section")
+        if self.train.reduction_budgets and "train_sides" in self.model.adapter_kwargs:
+            raise ValueError(
+                "train.reduction_budgets and adapter_kwargs.train_sides both draw a budget per "
+                "batch: use one"
+            )
         return self
 
     def check_paths(self) -> None:

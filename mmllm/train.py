@@ -34,17 +34,36 @@ log = logging.getLogger(__name__)
 
 
 class Collator:
-    """Samples -> a padded training batch; samples a pooled budget per batch for pool_swiglu."""
+    """Samples -> a padded training batch, at a budget drawn per batch (TokenFLEX-style).
 
-    def __init__(self, processor: MMLLMProcessor, model: MMLLMForConditionalGeneration, seed: int):
+    For training batches it draws a pooled side for ``pool_swiglu`` (its ``train_sides``) or a
+    reducer spec from ``budgets`` (``train.reduction_budgets``), so one checkpoint learns to
+    read several token counts; ``train=False`` (the eval collator) keeps the configured budget,
+    so eval losses stay comparable across steps.
+    """
+
+    def __init__(
+        self,
+        processor: MMLLMProcessor,
+        model: MMLLMForConditionalGeneration,
+        seed: int,
+        budgets: list[str] | None = None,
+        train: bool = True,
+    ):
         self.processor = processor
-        self.sides = getattr(model.adapter, "train_sides", None)
+        self.sides = getattr(model.adapter, "train_sides", None) if train else None
+        self.budgets = budgets if train else None
         self.model = model
         self.rng = random.Random(seed)
 
     def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         side = self.rng.choice(self.sides) if self.sides else None
-        seq_len = self.model.num_image_tokens(side) if side else None
+        spec = self.rng.choice(self.budgets) if self.budgets else None
+        seq_len = None
+        if side:
+            seq_len = self.model.num_image_tokens(side)
+        elif spec:
+            seq_len = self.model.num_image_tokens(reduction=spec)
         batch = self.processor(
             [s.messages for s in samples],
             [s.images for s in samples],
@@ -53,6 +72,8 @@ class Collator:
         )
         if side:
             batch["adapter_side"] = side
+        if spec:
+            batch["reduction"] = spec
         return batch
 
 
@@ -61,6 +82,15 @@ class MMLLMTrainer(Trainer):
 
     adapter_lr: float | None = None
     encoder_lr: float | None = None
+    eval_collator: Collator | None = None
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Eval batches at the configured budget (training batches may draw one per batch)."""
+        collator, self.data_collator = self.data_collator, self.eval_collator or self.data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = collator
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         self.model.save_pretrained(output_dir or self.args.output_dir)
@@ -289,9 +319,10 @@ def train(recipe: Recipe, smoke: bool = False, resume: bool = False) -> Path:
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=Collator(processor, model, t.seed),
+        data_collator=Collator(processor, model, t.seed, t.reduction_budgets),
         callbacks=[ThroughputAndCurve(out)],
     )
+    trainer.eval_collator = Collator(processor, model, t.seed, train=False)
     trainer.adapter_lr = t.adapter_lr
     trainer.encoder_lr = t.encoder_lr
     last = _last_checkpoint(out) if resume else None

@@ -64,7 +64,8 @@ def test_default_stages_save_adapter_and_lora_together(stage2):
 
 
 @pytest.mark.parametrize(
-    "name", ["default_stage3", "default_stage4", "default_stage5", "default_stage6"]
+    "name",
+    ["default_stage3", "default_stage4", "default_stage5", "default_stage6", "default_budgets"],
 )
 def test_continuation_stages_run_at_smoke_size(name, stage2, data, tmp_path):
     """Stages 3-6 continue a stage-2 checkpoint (4-6 on the wider detail encoder; 6 also
@@ -73,6 +74,7 @@ def test_continuation_stages_run_at_smoke_size(name, stage2, data, tmp_path):
     config = json.loads((final / "config.json").read_text())
     assert config["encoder"] == load_recipe(name).model.encoder
     assert (final / "encoder.safetensors").is_file() == (name == "default_stage6")
+    assert config["reduction"] == "identity"  # budgets drawn in training leave the config alone
 
 
 def test_discrete_stages_chain(data, tmp_path):
@@ -237,3 +239,52 @@ def test_eval_json_chat_and_merge(stage2, data, tmp_path, capsys):
     sample = load_dataset(data / "val")[0]
     inputs = MMLLMProcessor.from_model(a)([sample.prompt_messages()], [sample.images])
     torch.testing.assert_close(a(**inputs).logits, b(**inputs).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_reduction_budgets_draw_a_reducer_per_training_batch(data, tiny):
+    from mmllm.data.dataset import load_dataset
+    from mmllm.processor import MMLLMProcessor
+    from mmllm.train import Collator
+
+    model = tiny.model()
+    torch.nn.init.normal_(model.adapter.net[0].weight)
+    processor = MMLLMProcessor.from_model(model)
+    samples = load_dataset(data / "train")[:2]
+    budgets = ["identity", "pool:2x2", "random:3"]
+    collate = Collator(processor, model, seed=0, budgets=budgets)
+    drawn = set()
+    for _ in range(12):
+        batch = collate(samples)
+        spec = batch["reduction"]
+        drawn.add(spec)
+        slots = (batch["input_ids"] == model.image_token_id).sum(1)
+        assert slots.tolist() == [model.num_image_tokens(reduction=spec)] * 2
+    assert drawn == set(budgets)
+    assert model.config.reduction == "identity" and model.num_image_tokens() == 16
+
+    # the per-batch override is the same model as one configured with that reducer
+    batch = collate(samples)
+    while batch["reduction"] != "pool:2x2":
+        batch = collate(samples)
+    with torch.no_grad():
+        overridden = model(**batch).loss
+        model.set_reduction("pool:2x2")
+        configured = model(**{k: v for k, v in batch.items() if k != "reduction"}).loss
+    torch.testing.assert_close(overridden, configured)
+    model.set_reduction("identity")
+
+    evaluation = Collator(processor, model, seed=0, budgets=budgets, train=False)(samples)
+    assert "reduction" not in evaluation
+    assert int((evaluation["input_ids"] == model.image_token_id).sum()) == 2 * 16
+
+
+def test_reduction_budgets_are_validated():
+    for bad, message in (
+        (["fastv:layer=2,keep=5"], "inside the LLM"),
+        (["nosuch:3"], "unknown reducer"),
+        ([], "at least 1"),
+    ):
+        with pytest.raises(MMLLMError, match=message):
+            load_recipe("default_budgets", {"train.reduction_budgets": bad})
+    with pytest.raises(MMLLMError, match="use one"):
+        load_recipe("tokenflex", {"train.reduction_budgets": ["coverage:5"]})
