@@ -12,6 +12,7 @@ BENCHMARKING.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mmllm.data.normalize import exact_match
+from mmllm.errors import MMLLMError
 from mmllm.evaluate import EvalResult, evaluate
 
 FRACTIONS = (0.5, 0.25, 0.111, 0.056)
@@ -57,6 +59,28 @@ ABLATIONS = {
     "coverage-spatial-2": lambda k, n, g: f"coverage:{k},spatial=2",
     "divprune+coverage-seeds": lambda k, n, g: f"coverage:{k},spatial=0,iters=0",
 }
+
+
+#: Reference row: full tokens of the wrong image, the floor a reduction can fall to.
+WRONG_IMAGE = "wrong-image"
+
+
+def swap_images(samples: list) -> list:
+    """Each sample with the next sample's images: what the model scores without its own image.
+
+    Its accuracy is the image-blind floor (answers guessed from the question), and its likelihood
+    change against full tokens is all the image information the model uses; a reduction's
+    change is read as a fraction of it ("image info kept").
+    """
+    n = len(samples)
+    if n < 2:
+        raise MMLLMError("the wrong-image reference needs at least 2 samples")
+    counts = {len(s.images) for s in samples}
+    if len(counts) != 1:
+        raise MMLLMError("the wrong-image reference needs the same number of images per sample")
+    return [
+        dataclasses.replace(s, images=samples[(i + 1) % n].images) for i, s in enumerate(samples)
+    ]
 
 
 def _merge_chain(name: str, n: int, k: int) -> str:
@@ -102,7 +126,11 @@ def run_reduction_bench(
     side = model.encoder.grid[0]
     base_spec = model.config.reduction
     full = evaluate(model, samples, base_spec, batch_size, answer_nll=True)
-    rows = [_row("full", base_spec, full, full, 0.0)]
+    blind = evaluate(model, swap_images(samples), base_spec, batch_size, answer_nll=True)
+    rows = [
+        _row("full", base_spec, full, full, 0.0),
+        _row(WRONG_IMAGE, base_spec, blind, full, 0.0),
+    ]
     for method in methods:
         for frac in FRACTIONS:
             k = max(1, round(frac * n_full))
@@ -177,6 +205,7 @@ def _write(rows: list[dict], out: Path, samples) -> None:
         *tasks,
         "answer NLL",
         "ΔNLL vs full (± SE)",
+        "image info kept %",
         "agrees with full %",
         "prompt tokens",
         "prefill ms",
@@ -185,6 +214,7 @@ def _write(rows: list[dict], out: Path, samples) -> None:
         "reducer ms",
         "peak RSS MB",
     ]
+    blind = next((r for r in rows if r["method"] == WRONG_IMAGE), None)
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; "
@@ -203,6 +233,7 @@ def _write(rows: list[dict], out: Path, samples) -> None:
             *[f"{100 * r['per_task'].get(t, 0):.0f}" for t in tasks],
             f"{r['answer_nll']:.3f}",
             f"{r['nll_delta']:+.3f} ± {r['nll_delta_se']:.3f}",
+            _info_kept(r, blind),
             f"{100 * r['agreement']:.0f}",
             f"{r['prompt_tokens']:.0f}",
             f"{r['prefill_ms']:.0f}",
@@ -216,10 +247,18 @@ def _write(rows: list[dict], out: Path, samples) -> None:
     _plot(rows, out / "reduction.png")
 
 
+def _info_kept(row: dict, blind: dict | None) -> str:
+    """100 x (1 - row's NLL change / the wrong image's): the share of the image's information
+    (as the model uses it) that survives the reduction."""
+    if blind is None or blind["nll_delta"] <= 0:
+        return "-"
+    return f"{100 * (1 - row['nll_delta'] / blind['nll_delta']):.0f}"
+
+
 def _speedup_cell(row: dict) -> str:
     """``1.9x (2.3x) / 2.4x``: prefill and LLM-only speed-up over full tokens, then the ideal."""
-    if row["method"] == "full":
-        return "1x"
+    if row["method"] in ("full", WRONG_IMAGE):
+        return "1x" if row["method"] == "full" else "-"
     ideal = "-" if row["ideal_speedup"] is None else f"{row['ideal_speedup']:.1f}x"
     return f"{row['speedup']:.1f}x ({row['llm_speedup']:.1f}x) / {ideal}"
 
@@ -237,7 +276,11 @@ def _plot(rows: list[dict], path: Path) -> None:
         100 * full["overall"], color="grey", ls="--", label=f"full ({full['visual_tokens']} tokens)"
     )
     nll_ax.axhline(0, color="grey", ls="--")
-    for method in dict.fromkeys(r["method"] for r in rows[1:]):
+    blind = next((r for r in rows if r["method"] == WRONG_IMAGE), None)
+    if blind is not None:
+        acc_ax.axhline(100 * blind["overall"], color="black", ls=":", label="wrong image")
+        nll_ax.axhline(blind["nll_delta"], color="black", ls=":")
+    for method in dict.fromkeys(r["method"] for r in rows[1:] if r["method"] != WRONG_IMAGE):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["visual_tokens"])
         tokens = [r["visual_tokens"] for r in mine]
         (line,) = acc_ax.plot(tokens, [100 * r["overall"] for r in mine], "o-", label=method, ms=4)

@@ -1,8 +1,11 @@
 import json
 
-from mmllm.bench import ABLATIONS, METHODS, _merge_chain, run_reduction_bench
+import pytest
+
+from mmllm.bench import ABLATIONS, METHODS, _merge_chain, run_reduction_bench, swap_images
 from mmllm.data.dataset import load_dataset
 from mmllm.data.generate import make_dataset
+from mmllm.errors import MMLLMError
 from mmllm.reduction import build
 
 
@@ -31,22 +34,34 @@ def test_bench_writes_table_json_and_plot(tmp_path, tiny):
     rows = run_reduction_bench(
         model, samples, ["random", "divprune"], tmp_path / "out", batch_size=2
     )
-    assert len(rows) == 1 + 2 * 4
+    assert len(rows) == 2 + 2 * 4
     assert rows[0]["method"] == "full" and rows[0]["visual_tokens"] == 16
-    assert [r["visual_tokens"] for r in rows[1:5]] == [8, 4, 2, 1]
+    assert rows[1]["method"] == "wrong-image" and rows[1]["visual_tokens"] == 16
+    assert rows[1]["agreement"] < 1 or rows[1]["nll_delta"] != 0  # other images change things
+    assert [r["visual_tokens"] for r in rows[2:6]] == [8, 4, 2, 1]
     saved = json.loads((tmp_path / "out" / "reduction.json").read_text())
     assert len(saved) == len(rows)
     assert (tmp_path / "out" / "reduction.png").is_file()
     table = (tmp_path / "out" / "reduction.md").read_text()
     assert "| divprune |" in table
-    half = rows[1]  # random at 50%: fewer prompt tokens, an ideal speed-up above 1
+    half = rows[2]  # random at 50%: fewer prompt tokens, an ideal speed-up above 1
     assert half["prompt_tokens"] < rows[0]["prompt_tokens"]
     assert half["ideal_speedup"] == rows[0]["prompt_tokens"] / half["prompt_tokens"] > 1
     assert 0 < rows[0]["vision_ms"] < rows[0]["prefill_ms"]
     # full tokens against themselves: no likelihood change, every answer agrees
     assert rows[0]["nll_delta"] == 0 and rows[0]["agreement"] == 1
     assert rows[0]["answer_nll"] > 0 and set(rows[0]["per_task_nll"]) == set(rows[0]["per_task"])
-    one = rows[4]  # random:1 keeps one of 16 tokens: the answers' likelihood must move
+    one = rows[5]  # random:1 keeps one of 16 tokens: the answers' likelihood must move
     assert one["nll_delta"] == one["answer_nll"] - rows[0]["answer_nll"] != 0
     assert one["nll_delta_se"] > 0 and 0 <= one["agreement"] <= 1
-    assert "ΔNLL vs full" in table
+    assert "ΔNLL vs full" in table and "image info kept" in table
+
+
+def test_swap_images_gives_each_sample_another_ones_image(tmp_path):
+    make_dataset(tmp_path / "data", 3, seed=0, split="test", progress=False)
+    samples = load_dataset(tmp_path / "data")
+    swapped = swap_images(samples)
+    assert [s.images for s in swapped] == [samples[1].images, samples[2].images, samples[0].images]
+    assert [s.messages for s in swapped] == [s.messages for s in samples]
+    with pytest.raises(MMLLMError, match="at least 2"):
+        swap_images(samples[:1])
