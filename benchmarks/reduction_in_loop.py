@@ -95,8 +95,9 @@ def _write(rows: list[dict], out: Path, args) -> None:
     for r in rows:
         lines.append(
             f"| {r['model']} | `{r['reduction']}` | {r['visual_tokens']} | "
-            f"{100 * r['overall']:.1f} | {100 * r['acc_delta']:+.1f} ± {100 * r['acc_delta_se']:.1f}"
-            f" | {r['answer_nll']:.3f} | {r['nll_delta']:+.3f} ± {r['nll_delta_se']:.3f} |"
+            f"{100 * r['overall']:.1f} | "
+            f"{100 * r['acc_delta']:+.1f} ± {100 * r['acc_delta_se']:.1f} | "
+            f"{r['answer_nll']:.3f} | {r['nll_delta']:+.3f} ± {r['nll_delta_se']:.3f} |"
         )
     (out / "reduction_in_loop.md").write_text("\n".join(lines) + "\n")
     _plot(rows, out / "reduction_in_loop.png")

@@ -179,6 +179,7 @@ def _row(
         "nll_delta": mean_delta,
         "nll_delta_se": math.sqrt(var / len(nll_delta)),
         "agreement": sum(agree) / len(agree),
+        "sample_nll": [round(pred["answer_nll"], 5) for pred in r.predictions],
         "prefill_ms": r.prefill_ms,
         "llm_prefill_ms": llm_ms,
         "vision_ms": r.vision_ms,
@@ -263,39 +264,59 @@ def _speedup_cell(row: dict) -> str:
     return f"{row['speedup']:.1f}x ({row['llm_speedup']:.1f}x) / {ideal}"
 
 
+def _plot_tokens(row: dict, n_full: int) -> int:
+    """x position: tokens the LLM reads (in-LLM methods: the count kept after their drop)."""
+    if row["ideal_speedup"] is None and row["method"] not in ("full", WRONG_IMAGE):
+        return max(1, round(row["fraction"] * n_full))
+    return row["visual_tokens"]
+
+
 def _plot(rows: list[dict], path: Path) -> None:
     """Accuracy (left) and answer NLL change (right) against visual tokens, one line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, (acc_ax, nll_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (acc_ax, nll_ax) = plt.subplots(1, 2, figsize=(13, 5))
     full = rows[0]
-    acc_ax.axhline(
-        100 * full["overall"], color="grey", ls="--", label=f"full ({full['visual_tokens']} tokens)"
-    )
+    n_full = full["visual_tokens"]
+    acc_ax.axhline(100 * full["overall"], color="grey", ls="--", label=f"full ({n_full} tokens)")
     nll_ax.axhline(0, color="grey", ls="--")
     blind = next((r for r in rows if r["method"] == WRONG_IMAGE), None)
     if blind is not None:
         acc_ax.axhline(100 * blind["overall"], color="black", ls=":", label="wrong image")
         nll_ax.axhline(blind["nll_delta"], color="black", ls=":")
-    for method in dict.fromkeys(r["method"] for r in rows[1:] if r["method"] != WRONG_IMAGE):
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["visual_tokens"])
-        tokens = [r["visual_tokens"] for r in mine]
-        (line,) = acc_ax.plot(tokens, [100 * r["overall"] for r in mine], "o-", label=method, ms=4)
+    methods = list(dict.fromkeys(r["method"] for r in rows[1:] if r["method"] != WRONG_IMAGE))
+    colours = plt.cm.tab20.colors
+    ticks = set()
+    for i, method in enumerate(methods):
+        mine = sorted(
+            (r for r in rows if r["method"] == method), key=lambda r: _plot_tokens(r, n_full)
+        )
+        tokens = [_plot_tokens(r, n_full) for r in mine]
+        ticks.update(tokens)
+        style = {
+            "color": colours[i % len(colours)],
+            "marker": "osD^v<>"[i % 7],
+            "ls": "--" if method in ABLATIONS else "-",
+            "ms": 4,
+        }
+        acc_ax.plot(tokens, [100 * r["overall"] for r in mine], label=method, **style)
         nll_ax.errorbar(
             tokens,
             [r["nll_delta"] for r in mine],
             yerr=[r["nll_delta_se"] for r in mine],
-            fmt="o-",
-            ms=4,
             capsize=2,
-            color=line.get_color(),
+            **style,
         )
     for ax in (acc_ax, nll_ax):
         ax.set_xscale("log")
-        ax.set_xlabel("visual tokens per image")
+        ax.set_xticks(sorted(ticks | {n_full}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("visual tokens the LLM reads (in-LLM methods: after the drop)")
         ax.grid(alpha=0.3)
     acc_ax.set_ylabel("exact-match accuracy (%)")
     nll_ax.set_ylabel("answer NLL - full-token answer NLL (lower is better)")
