@@ -73,6 +73,7 @@ def main() -> None:
                     "acc_delta": d_acc,
                     "acc_delta_se": se_acc,
                     "n": r.n,
+                    "sample_nll": [round(x, 5) for x in nll],
                 }
             )
             _write(rows, Path(args.out), args)
@@ -108,6 +109,7 @@ def _plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -123,6 +125,9 @@ def _plot(rows: list[dict], path: Path) -> None:
         )
     ax.axhline(0, color="grey", ls="--")
     ax.set_xscale("log")
+    ax.set_xticks(sorted({r["visual_tokens"] for r in rows}))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("visual tokens per image")
     ax.set_ylabel(f"answer NLL - {rows[0]['model']} at full tokens")
     ax.grid(alpha=0.3)
