@@ -126,8 +126,8 @@ class MMLLMProcessor:
         for messages, imgs in zip(conversations, images, strict=True):
             check_conversation(messages, len(imgs))
             if train:
+                answer = self._answer_ids(messages)  # checks the assistant's answer is last
                 prompt = self._ids(self.render(messages[:-1], add_generation_prompt=True))
-                answer = self._answer_ids(messages)
                 rows.append(prompt + answer)
                 label_rows.append([-100] * len(prompt) + answer)
             else:
