@@ -18,23 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 from pathlib import Path
 
 import torch
 
+from mmllm.bench import paired_change
 from mmllm.data.dataset import load_dataset
 from mmllm.default_model import load_model
 from mmllm.evaluate import evaluate
-
-
-def _paired(values: list[float], base: list[float]) -> tuple[float, float]:
-    """Mean and standard error of ``values - base`` over the same samples."""
-    diffs = [v - b for v, b in zip(values, base, strict=True)]
-    mean = sum(diffs) / len(diffs)
-    var = sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)
-    return mean, math.sqrt(var / len(diffs))
 
 
 def main() -> None:
@@ -56,8 +48,8 @@ def main() -> None:
             correct = [float(p["correct"]) for p in r.predictions]
             if base is None:  # the first model at the first spec is the baseline
                 base = (nll, correct)
-            d_nll, se_nll = _paired(nll, base[0])
-            d_acc, se_acc = _paired(correct, base[1])
+            d_nll, se_nll = paired_change(nll, base[0])
+            d_acc, se_acc = paired_change(correct, base[1])
             rows.append(
                 {
                     "model": name,

@@ -147,6 +147,14 @@ def run_reduction_bench(
     return rows
 
 
+def paired_change(values: list[float], base: list[float]) -> tuple[float, float]:
+    """Mean and standard error of ``values - base`` over the same samples."""
+    diffs = [v - b for v, b in zip(values, base, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)
+    return mean, math.sqrt(var / len(diffs))
+
+
 def _row(
     method: str, spec: str, r: EvalResult, full: EvalResult, reducer_ms: float, frac: float = 1.0
 ):
@@ -156,12 +164,9 @@ def _row(
     llm_ms, full_llm_ms = r.prefill_ms - r.vision_ms, full.prefill_ms - full.vision_ms
     before_llm = split_in_llm(build(spec))[1] is None
     ideal = full.prompt_tokens / r.prompt_tokens if r.prompt_tokens else 0.0
-    nll_delta = [
-        r_pred["answer_nll"] - f_pred["answer_nll"]
-        for r_pred, f_pred in zip(r.predictions, full.predictions, strict=True)
-    ]
-    mean_delta = sum(nll_delta) / len(nll_delta)
-    var = sum((d - mean_delta) ** 2 for d in nll_delta) / max(len(nll_delta) - 1, 1)
+    mean_delta, se_delta = paired_change(
+        [p["answer_nll"] for p in r.predictions], [p["answer_nll"] for p in full.predictions]
+    )
     agree = [
         exact_match(r_pred["prediction"], f_pred["prediction"])
         for r_pred, f_pred in zip(r.predictions, full.predictions, strict=True)
@@ -177,7 +182,7 @@ def _row(
         "answer_nll": r.answer_nll,
         "per_task_nll": r.per_task_nll,
         "nll_delta": mean_delta,
-        "nll_delta_se": math.sqrt(var / len(nll_delta)),
+        "nll_delta_se": se_delta,
         "agreement": sum(agree) / len(agree),
         "sample_nll": [round(pred["answer_nll"], 5) for pred in r.predictions],
         "prefill_ms": r.prefill_ms,
