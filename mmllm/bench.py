@@ -118,19 +118,26 @@ def _time_reducer(model, samples, spec: str, repeats: int = 3) -> float:
 
 
 def run_reduction_bench(
-    model, samples, methods: list[str], out: Path, batch_size: int = 8
+    model, samples, methods: list[str], out: Path, batch_size: int = 8, append: bool = False
 ) -> list[dict]:
-    """Run the benchmark; writes ``reduction.md``, ``reduction.json`` and ``reduction.png``."""
+    """Run the benchmark; writes ``reduction.md``, ``reduction.json`` and ``reduction.png``.
+
+    With ``append`` the methods are added to the result already in ``out`` (rows of the same
+    methods are replaced): the full-token pass is re-run first and must reproduce the stored
+    one, so the paired columns still compare like with like. Timings of the added rows are
+    against this run's full-token pass.
+    """
     out.mkdir(parents=True, exist_ok=True)
     n_full = model.num_image_tokens()
     side = model.encoder.grid[0]
     base_spec = model.config.reduction
     full = evaluate(model, samples, base_spec, batch_size, answer_nll=True)
-    blind = evaluate(model, swap_images(samples), base_spec, batch_size, answer_nll=True)
-    rows = [
-        _row("full", base_spec, full, full, 0.0),
-        _row(WRONG_IMAGE, base_spec, blind, full, 0.0),
-    ]
+    full_row = _row("full", base_spec, full, full, 0.0)
+    if append:
+        rows = [r for r in _stored_rows(out, full_row) if r["method"] not in methods]
+    else:
+        blind = evaluate(model, swap_images(samples), base_spec, batch_size, answer_nll=True)
+        rows = [full_row, _row(WRONG_IMAGE, base_spec, blind, full, 0.0)]
     for method in methods:
         for frac in FRACTIONS:
             k = max(1, round(frac * n_full))
@@ -144,6 +151,32 @@ def run_reduction_bench(
             _write(rows, out, samples)
     model.set_reduction(base_spec)
     _write(rows, out, samples)
+    return rows
+
+
+def _stored_rows(out: Path, full_row: dict) -> list[dict]:
+    """The rows of ``out/reduction.json``, after checking that its full-token row is the one
+    this model gives on these samples (same n, accuracy and answer likelihood)."""
+    path = out / "reduction.json"
+    if not path.is_file():
+        raise MMLLMError(f"--append needs an earlier result to add to, and {path} does not exist")
+    rows = json.loads(path.read_text())
+    stored = next((r for r in rows if r["method"] == "full"), None)
+    same = (
+        stored is not None
+        and stored["n"] == full_row["n"]
+        and stored["overall"] == full_row["overall"]
+        and abs(stored["answer_nll"] - full_row["answer_nll"]) < 1e-3
+        and all(
+            abs(a - b) < 1e-3
+            for a, b in zip(stored.get("sample_nll", []), full_row["sample_nll"], strict=False)
+        )
+    )
+    if not same:
+        raise MMLLMError(
+            f"{path} was made with another model or other samples (its full-token row does not "
+            "match this run's); use the same --model, --data and --limit, or a new --out"
+        )
     return rows
 
 

@@ -469,6 +469,11 @@ def bench_reduction(
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Use the first N samples."),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),
+    append: bool = typer.Option(
+        False,
+        "--append",
+        help="Add the methods to the result already in --out (the full-token pass must match).",
+    ),
 ):
     """Every reducer at 50/25/11.1/5.6% of the visual tokens: accuracy, retention, timings."""
     from mmllm.bench import ABLATIONS, METHODS, run_reduction_bench
@@ -483,7 +488,7 @@ def bench_reduction(
     if unknown:
         raise MMLLMError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}")
     samples = load_dataset(data)[:limit]
-    run_reduction_bench(load_model(model), samples, chosen, out)
+    run_reduction_bench(load_model(model), samples, chosen, out, append=append)
     console.print((out / "reduction.md").read_text())
 
 

@@ -65,3 +65,27 @@ def test_swap_images_gives_each_sample_another_ones_image(tmp_path):
     assert [s.messages for s in swapped] == [s.messages for s in samples]
     with pytest.raises(MMLLMError, match="at least 2"):
         swap_images(samples[:1])
+
+
+def test_append_adds_methods_to_a_stored_result_of_the_same_model(tmp_path, tiny):
+    make_dataset(tmp_path / "data", 4, seed=0, split="test", progress=False)
+    samples = load_dataset(tmp_path / "data")
+    model = tiny.model("llama")
+    out = tmp_path / "out"
+    with pytest.raises(MMLLMError, match="does not exist"):
+        run_reduction_bench(model, samples, ["random"], out, batch_size=2, append=True)
+    first = run_reduction_bench(model, samples, ["random", "pool"], out, batch_size=2)
+    rows = run_reduction_bench(model, samples, ["pool", "divprune"], out, batch_size=2, append=True)
+    methods = [r["method"] for r in rows]
+    assert methods[:2] == ["full", "wrong-image"]
+    assert methods.count("random") == 4 and methods.count("divprune") == 4
+    assert methods.count("pool") == len([r for r in first if r["method"] == "pool"])
+    assert rows[:6] == first[:6]  # full, wrong image and random kept as stored
+    assert len(json.loads((out / "reduction.json").read_text())) == len(rows)
+    assert "| divprune |" in (out / "reduction.md").read_text()
+    # a stored result from another model (here: another accuracy) is refused
+    stored = json.loads((out / "reduction.json").read_text())
+    stored[0]["answer_nll"] += 0.5
+    (out / "reduction.json").write_text(json.dumps(stored))
+    with pytest.raises(MMLLMError, match="another model or other samples"):
+        run_reduction_bench(model, samples, ["random"], out, batch_size=2, append=True)
