@@ -94,14 +94,23 @@ class MMLLMProcessor:
             model.config.image_token,
         )
 
-    def render(self, messages: Sequence[dict], add_generation_prompt: bool) -> str:
+    def render(
+        self,
+        messages: Sequence[dict],
+        add_generation_prompt: bool,
+        image_seq_len: int | None = None,
+    ) -> str:
+        """The chat-template text, each image part expanded to ``image_seq_len`` placeholders
+        (default: the model's count)."""
         text = self.tokenizer.apply_chat_template(
             list(messages),
             chat_template=self.chat_template,
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
         )
-        return text.replace(self.image_token, self.image_token * self._seq_len)
+        return text.replace(
+            self.image_token, self.image_token * (image_seq_len or self.image_seq_len)
+        )
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -121,17 +130,17 @@ class MMLLMProcessor:
         """
         if len(conversations) != len(images):
             raise MMLLMError(f"{len(conversations)} conversations but {len(images)} image lists")
-        self._seq_len = image_seq_len or self.image_seq_len
+        seq_len = image_seq_len or self.image_seq_len
         rows, label_rows = [], []
         for messages, imgs in zip(conversations, images, strict=True):
             check_conversation(messages, len(imgs))
             if train:
-                answer = self._answer_ids(messages)  # checks the assistant's answer is last
-                prompt = self._ids(self.render(messages[:-1], add_generation_prompt=True))
+                answer = self._answer_ids(messages, seq_len)  # checks the answer is last
+                prompt = self._ids(self.render(messages[:-1], True, seq_len))
                 rows.append(prompt + answer)
                 label_rows.append([-100] * len(prompt) + answer)
             else:
-                rows.append(self._ids(self.render(messages, add_generation_prompt=True)))
+                rows.append(self._ids(self.render(messages, True, seq_len)))
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         left = not train
@@ -153,15 +162,15 @@ class MMLLMProcessor:
             out["labels"] = labels
         return out
 
-    def _answer_ids(self, messages: Sequence[dict]) -> list[int]:
+    def _answer_ids(self, messages: Sequence[dict], image_seq_len: int | None = None) -> list[int]:
         """Token ids of the final assistant message as training labels them (answer + end)."""
         if messages[-1]["role"] != "assistant":
             raise MMLLMError(
                 "the conversation must end with the assistant's answer (the reference to train on "
                 "or score)"
             )
-        full = self.render(messages, add_generation_prompt=False)
-        return self._ids(full[len(self.render(messages[:-1], True)) :])
+        full = self.render(messages, False, image_seq_len)
+        return self._ids(full[len(self.render(messages[:-1], True, image_seq_len)) :])
 
     def answer_ids(
         self, conversations: Sequence[Sequence[dict]]
@@ -171,7 +180,6 @@ class MMLLMProcessor:
         The same tokens ``train=True`` labels, to score a reference answer after the prompt
         that ``train=False`` builds from ``conversation[:-1]``.
         """
-        self._seq_len = self.image_seq_len
         rows = [self._answer_ids(messages) for messages in conversations]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
