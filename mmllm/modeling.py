@@ -10,6 +10,7 @@ not copied, so a fine-tuned checkpoint stays small.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from mmllm.adapters import build_adapter
 from mmllm.errors import MMLLMError
-from mmllm.reduction import TextContext, build
+from mmllm.layout import ATTENTION, key_bias, size_bias, source_positions, use_biased_attention
+from mmllm.reduction import TextContext, VisualTokens, build
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ADAPTER_FILE = "adapter.safetensors"
@@ -75,8 +77,18 @@ class MMLLMConfig(PretrainedConfig):
         vision_dim: int | None = None,
         llm_dim: int | None = None,
         encoder_finetuned: bool = False,
+        visual_positions: str = "source",
+        proportional_attention: bool = True,
         **kwargs: Any,
     ):
+        """``visual_positions``: ``source`` gives each reduced visual token the rotary position
+        of its source grid cell (``compact``: packed one after another);
+        ``proportional_attention``: merged tokens get ``log size`` on their attention logits
+        (ToMe). Both change nothing at full tokens; see :mod:`mmllm.layout`."""
+        if visual_positions not in ("source", "compact"):
+            raise MMLLMError(
+                f"visual_positions must be 'source' or 'compact', got {visual_positions!r}"
+            )
         self.encoder = encoder
         self.image_size = image_size
         self.llm = llm
@@ -87,6 +99,8 @@ class MMLLMConfig(PretrainedConfig):
         self.vision_dim = vision_dim
         self.llm_dim = llm_dim
         self.encoder_finetuned = encoder_finetuned  # its weights are then in the checkpoint
+        self.visual_positions = visual_positions
+        self.proportional_attention = proportional_attention
         super().__init__(**kwargs)
 
 
@@ -99,6 +113,16 @@ def refuse_pickles(folder: Path) -> None:
             "safetensors only. Convert them (load with torch.load(weights_only=True), save with "
             "safetensors) and remove the pickles"
         )
+
+
+@dataclass
+class Prompt:
+    """LLM inputs built from ids and images: embeddings, and where the layout of reduced visual
+    tokens needs them, position ids and a per-key attention bias (``None``: the defaults)."""
+
+    embeds: torch.Tensor
+    position_ids: torch.Tensor | None = None
+    key_bias: torch.Tensor | None = None
 
 
 class MMLLMForConditionalGeneration(PreTrainedModel):
@@ -128,6 +152,13 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         self.post_init()  # initialises the adapter only: the parts below are pretrained
         self.encoder = encoder.requires_grad_(False).eval()
         self.llm = llm
+        if config.proportional_attention:
+            use_biased_attention(self.llm)
+            if self._causal_lm().config._attn_implementation != ATTENTION:
+                raise MMLLMError(
+                    f"the LLM '{config.llm}' does not take a custom attention function, so "
+                    "proportional attention cannot run; set proportional_attention=False"
+                )
         self.adapter.bind(self.encoder, self.llm)
         self.tokenizer = tokenizer
         self.reducer = build(config.reduction)
@@ -255,12 +286,22 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
 
         ``reduction`` overrides the configured reducer for this call only.
         """
+        return self._encode(pixel_values, text, adapter_side, reduction)[0]
+
+    def _encode(
+        self,
+        pixel_values: torch.Tensor,
+        text: TextContext | None,
+        adapter_side: int | None,
+        reduction: str | None,
+    ) -> tuple[torch.Tensor, VisualTokens]:
+        """Adapted embeddings and the reduced tokens they came from (for index and size)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.encoder_trains):
             tokens = self.encoder(pixel_values)
         tokens = self.reducer_for(reduction)(tokens, text)
         if adapter_side is not None:
-            return self.adapter(tokens, side=adapter_side)
-        return self.adapter(tokens)
+            return self.adapter(tokens, side=adapter_side), tokens
+        return self.adapter(tokens), tokens
 
     def text_context(
         self,
@@ -291,23 +332,46 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         reduction: str | None = None,
     ) -> torch.Tensor:
+        """Input embeddings with the visual tokens in the placeholder slots."""
+        return self.prompt(input_ids, pixel_values, adapter_side, attention_mask, reduction).embeds
+
+    def prompt(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        adapter_side: int | None = None,
+        attention_mask: torch.Tensor | None = None,
+        reduction: str | None = None,
+    ) -> Prompt:
+        """Embeddings plus, for reduced images, source positions and the size bias."""
         embeds = self.llm.get_input_embeddings()(input_ids)
         mask = input_ids == self.image_token_id
         n_slots = int(mask.sum())
         if pixel_values is None or len(pixel_values) == 0:
             if n_slots:
                 raise MMLLMError(f"the text has {n_slots} image placeholder tokens but no images")
-            return embeds
+            return Prompt(embeds)
         uses_text = self.reducer_for(reduction).uses_text
         text = self.text_context(embeds, mask, attention_mask, reduction) if uses_text else None
-        visual = self.encode_images(pixel_values, text, adapter_side, reduction)
+        visual, tokens = self._encode(pixel_values, text, adapter_side, reduction)
         if visual.numel() // visual.shape[-1] != n_slots:
             raise MMLLMError(
                 f"{len(pixel_values)} image(s) give {visual.shape[0] * visual.shape[1]} visual "
                 "tokens "
                 f"but the text has {n_slots} placeholders; build inputs with the model's processor"
             )
-        return embeds.masked_scatter(mask.unsqueeze(-1), visual.to(embeds.dtype))
+        embeds = embeds.masked_scatter(mask.unsqueeze(-1), visual.to(embeds.dtype))
+        n_source = tokens.grid[0] * tokens.grid[1]
+        if visual.shape[1] != tokens.num_tokens or tokens.num_tokens == n_source:
+            return Prompt(embeds)  # full tokens, or an adapter that regroups them
+        positions = bias = None
+        if self.config.visual_positions == "source":
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            positions = source_positions(attention_mask, mask, tokens.index, n_source)
+        if self.config.proportional_attention and bool((tokens.size > 1).any()):
+            bias = size_bias(mask, tokens.size)
+        return Prompt(embeds, positions, bias)
 
     def forward(
         self,
@@ -321,11 +385,14 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
     ) -> CausalLMOutputWithPast:
         """Training / scoring pass; ``reduction`` (a before-LLM spec) overrides the configured
         reducer for this batch, as ``train.reduction_budgets`` does."""
-        embeds = self.embed(input_ids, pixel_values, adapter_side, attention_mask, reduction)
+        prompt = self.prompt(input_ids, pixel_values, adapter_side, attention_mask, reduction)
         lm = self._causal_lm()
-        hidden = lm.get_decoder()(
-            inputs_embeds=embeds, attention_mask=attention_mask
-        ).last_hidden_state
+        with key_bias(prompt.key_bias):
+            hidden = lm.get_decoder()(
+                inputs_embeds=prompt.embeds,
+                attention_mask=attention_mask,
+                position_ids=prompt.position_ids,
+            ).last_hidden_state
         head = lm.get_output_embeddings()
         if labels is None:
             return CausalLMOutputWithPast(logits=head(hidden))
@@ -350,16 +417,21 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         pixel_values: torch.Tensor | None,
     ) -> torch.Tensor:
         """Last-position logits of the prompt (what prefill costs), in-LLM drops included."""
-        embeds = self.embed(input_ids, pixel_values, attention_mask=attention_mask)
+        prompt = self.prompt(input_ids, pixel_values, attention_mask=attention_mask)
         inside = self._in_llm()
         if inside is not None:
             from mmllm.reduction.in_llm import DropRunner
 
             visual = input_ids == self.image_token_id
             runner = DropRunner(self._causal_lm(), inside.schedule(int(visual[0].sum())))
-            return runner.prefill(embeds, attention_mask, visual)
+            return runner.prefill(prompt.embeds, attention_mask, visual)
         lm = self._causal_lm()
-        hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask)
+        with key_bias(prompt.key_bias):
+            hidden = lm.get_decoder()(
+                inputs_embeds=prompt.embeds,
+                attention_mask=attention_mask,
+                position_ids=prompt.position_ids,
+            )
         return lm.get_output_embeddings()(hidden.last_hidden_state[:, -1])
 
     @torch.no_grad()
@@ -378,7 +450,8 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         and in-LLM drops are exactly those of greedy decoding, so the score measures what a
         reduction costs the model on the reference answer even where exact match is noisy.
         """
-        embeds = self.embed(input_ids, pixel_values, attention_mask=attention_mask)
+        prompt = self.prompt(input_ids, pixel_values, attention_mask=attention_mask)
+        embeds = prompt.embeds
         lm = self._causal_lm()
         answer_embeds = self.llm.get_input_embeddings()(answer_ids)
         inside = self._in_llm()
@@ -393,12 +466,17 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
             logits = torch.stack(steps, dim=1)
         else:
             mask = torch.cat([attention_mask, answer_mask], dim=1)
-            positions = (mask.cumsum(-1) - 1).clamp_min(0)
-            hidden = lm.get_decoder()(
-                inputs_embeds=torch.cat([embeds, answer_embeds.to(embeds.dtype)], dim=1),
-                attention_mask=mask,
-                position_ids=positions,
-            ).last_hidden_state
+            if prompt.position_ids is None:
+                positions = (mask.cumsum(-1) - 1).clamp_min(0)
+            else:  # the answer follows the prompt's last (never padded) position
+                steps = torch.arange(1, answer_ids.shape[1] + 1, device=answer_ids.device)
+                positions = torch.cat([prompt.position_ids, prompt.position_ids[:, -1:] + steps], 1)
+            with key_bias(prompt.key_bias):
+                hidden = lm.get_decoder()(
+                    inputs_embeds=torch.cat([embeds, answer_embeds.to(embeds.dtype)], dim=1),
+                    attention_mask=mask,
+                    position_ids=positions,
+                ).last_hidden_state
             start = input_ids.shape[1] - 1
             logits = lm.get_output_embeddings()(hidden[:, start : start + answer_ids.shape[1]])
         nll = nn.functional.cross_entropy(
@@ -416,7 +494,8 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """New token ids only (the prompt is given as embeddings)."""
-        embeds = self.embed(input_ids, pixel_values, attention_mask=attention_mask)
+        prompt = self.prompt(input_ids, pixel_values, attention_mask=attention_mask)
+        embeds = prompt.embeds
         inside = self._in_llm()
         if inside is not None:
             from mmllm.reduction.in_llm import generate_with_drops
@@ -439,9 +518,12 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         generate_kwargs.setdefault(
             "pad_token_id", pad if pad is not None else self.tokenizer.eos_token_id
         )
-        return self.llm.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs
-        )
+        if prompt.position_ids is not None:
+            generate_kwargs["position_ids"] = prompt.position_ids
+        with key_bias(prompt.key_bias):
+            return self.llm.generate(
+                inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs
+            )
 
     # -- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:

@@ -228,9 +228,14 @@ def _nll_inputs(proc, conversations, images):
     return prompt, answers, answer_mask
 
 
+@pytest.mark.parametrize("reduction", ["identity", "coverage:4"])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_answer_nll_equals_the_training_loss_of_each_row(family, conversations, images, tiny):
-    model = tiny.model(family)
+def test_answer_nll_equals_the_training_loss_of_each_row(
+    family, reduction, conversations, images, tiny
+):
+    """Also at a merging reduction: left-padded scoring and right-padded training must give each
+    merged token the same source position and size bias."""
+    model = tiny.model(family, reduction=reduction)
     torch.nn.init.normal_(model.adapter.net[0].weight)
     proc = MMLLMProcessor.from_model(model)
     # the second answer is longer, so the batch pads both the prompts and the answers
@@ -270,3 +275,57 @@ def test_answer_nll_needs_a_reference_answer(conversations, tiny):
     proc = MMLLMProcessor.from_model(tiny.model())
     with pytest.raises(MMLLMError, match="must end with the assistant"):
         proc.answer_ids([c[:1] for c in conversations])
+
+
+def test_reduced_prompt_carries_source_positions_and_size_bias(conversations, images, tiny):
+    model = tiny.model(reduction="coverage:4")
+    proc = MMLLMProcessor.from_model(model)
+    gen = proc([c[:1] for c in conversations], [[im] for im in images])
+    prompt = model.prompt(**gen)
+    visual = gen["input_ids"] == model.image_token_id
+    assert prompt.position_ids is not None and prompt.key_bias is not None
+    # each image still spans its 16 source positions: the text after it starts 16 later
+    first = visual.float().argmax(1)
+    after = first + 4
+    rows = torch.arange(2)
+    assert (prompt.position_ids[rows, after] - prompt.position_ids[rows, first - 1] >= 16).all()
+    assert torch.equal(prompt.key_bias[~visual], torch.zeros(int((~visual).sum())))
+    assert (prompt.key_bias[visual] > 0).any()  # merged tokens weigh log(size)
+    model.set_reduction("identity")
+    proc = MMLLMProcessor.from_model(model)
+    full = model.prompt(**proc([c[:1] for c in conversations], [[im] for im in images]))
+    assert full.position_ids is None and full.key_bias is None
+    compact = tiny.model(
+        reduction="coverage:4", visual_positions="compact", proportional_attention=False
+    )
+    plain = compact.prompt(**gen)
+    assert plain.position_ids is None and plain.key_bias is None
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_generate_keeps_source_positions_and_size_bias_while_decoding(
+    family, conversations, images, tiny
+):
+    """HF generate must continue from the last source position and keep the bias on the cached
+    prompt keys: its logits equal a manual loop that recomputes the whole sequence each step."""
+    from mmllm.layout import key_bias
+
+    model = tiny.model(family, reduction="coverage:4")
+    torch.nn.init.normal_(model.adapter.net[0].weight)
+    model.llm.generation_config.eos_token_id = None
+    proc = MMLLMProcessor.from_model(model)
+    gen = proc([c[:1] for c in conversations], [[im] for im in images])
+    out = model.generate(
+        **gen, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+    prompt = model.prompt(**gen)
+    lm = model._causal_lm()
+    embeds, mask, positions = prompt.embeds, gen["attention_mask"], prompt.position_ids
+    with torch.no_grad(), key_bias(prompt.key_bias):
+        for step in range(3):
+            logits = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
+            torch.testing.assert_close(logits[:, -1], out.logits[step], rtol=1e-4, atol=1e-4)
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            embeds = torch.cat([embeds, lm.get_input_embeddings()(nxt)], 1)
+            mask = torch.cat([mask, torch.ones_like(nxt)], 1)
+            positions = torch.cat([positions, positions[:, -1:] + 1], 1)
