@@ -108,3 +108,16 @@ def use_biased_attention(llm) -> None:
     register_attention()
     base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
     base.set_attn_implementation(ATTENTION)
+
+
+@contextlib.contextmanager
+def packed_layout(model) -> Iterator[None]:
+    """Run ``model`` with reduced tokens packed and no size bias inside the block: the layout
+    vLLM serves (its decoder assigns the positions), for local-vs-served comparisons."""
+    config = model.config
+    saved = config.visual_positions, config.proportional_attention
+    config.visual_positions, config.proportional_attention = "compact", False
+    try:
+        yield
+    finally:
+        config.visual_positions, config.proportional_attention = saved

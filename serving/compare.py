@@ -41,15 +41,18 @@ def _prompt(sample) -> list[dict]:
 def local_answers(
     samples: Sequence, model=None, max_new_tokens: int = 16, progress: bool = True
 ) -> list[str]:
-    """Greedy answers of local chat (default model: the shipped one)."""
+    """Greedy answers of local chat (default model: the shipped one), with reduced tokens packed
+    as vLLM serves them (no source positions, no proportional attention: see mmllm.layout)."""
     from mmllm.chat import reply
     from mmllm.default_model import load_model
+    from mmllm.layout import packed_layout
 
     model = model or load_model()
-    return [
-        reply(model, _prompt(s), s.images, max_new_tokens)
-        for s in tqdm(samples, desc="local", disable=not progress)
-    ]
+    with packed_layout(model):
+        return [
+            reply(model, _prompt(s), s.images, max_new_tokens)
+            for s in tqdm(samples, desc="local", disable=not progress)
+        ]
 
 
 def served_agreement(

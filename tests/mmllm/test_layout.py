@@ -114,3 +114,17 @@ def test_no_bias_is_plain_sdpa():
 def test_bad_visual_positions_value_is_a_clear_error():
     with pytest.raises(MMLLMError, match="visual_positions"):
         MMLLMConfig(visual_positions="sorted")
+
+
+def test_packed_layout_is_what_vllm_serves_and_is_restored(conversations, images, tiny):
+    from mmllm.layout import packed_layout
+    from mmllm.processor import MMLLMProcessor
+
+    model = tiny.model(reduction="coverage:4")
+    proc = MMLLMProcessor.from_model(model)
+    gen = proc([c[:1] for c in conversations], [[im] for im in images])
+    with packed_layout(model):
+        packed = model.prompt(**gen)
+    restored = model.prompt(**gen)
+    assert packed.position_ids is None and packed.key_bias is None
+    assert restored.position_ids is not None and restored.key_bias is not None
