@@ -324,17 +324,6 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
             project=self.adapter.token_projector(),
         )
 
-    def embed(
-        self,
-        input_ids: torch.Tensor,
-        pixel_values: torch.Tensor | None,
-        adapter_side: int | None = None,
-        attention_mask: torch.Tensor | None = None,
-        reduction: str | None = None,
-    ) -> torch.Tensor:
-        """Input embeddings with the visual tokens in the placeholder slots."""
-        return self.prompt(input_ids, pixel_values, adapter_side, attention_mask, reduction).embeds
-
     def prompt(
         self,
         input_ids: torch.Tensor,

@@ -111,6 +111,22 @@ def tiny_llm(family: str):
     return model.eval(), tok
 
 
+def tiny_llama(attn: str = "sdpa", layers: int = 4):
+    """A tiny random Llama with a 50-token vocabulary (no tokenizer), for attention-level tests."""
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        attn_implementation=attn,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
 def tiny_encoder():
     torch.manual_seed(0)
     cfg = CLIPVisionConfig(
@@ -155,6 +171,7 @@ def tiny():
 
     class Tiny:
         llm = staticmethod(tiny_llm)
+        llama = staticmethod(tiny_llama)
         encoder = staticmethod(tiny_encoder)
 
         @staticmethod

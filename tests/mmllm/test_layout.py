@@ -1,6 +1,5 @@
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from mmllm.errors import MMLLMError
 from mmllm.layout import key_bias, size_bias, source_positions, use_biased_attention
@@ -64,24 +63,10 @@ def test_size_bias_is_log_size_on_visual_tokens_only():
     assert torch.allclose(bias, torch.tensor([[0.0, torch.log(torch.tensor(4.0)), 0.0, 0.0]]))
 
 
-def one_layer_llama():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def test_proportional_attention_equals_attending_to_size_copies():
+def test_proportional_attention_equals_attending_to_size_copies(tiny):
     """ToMe's defining property: a token of size s with log s on its logits is attended exactly
     as s identical copies of it (same key, value and position) would be."""
-    llm = one_layer_llama()
+    llm = tiny.llama(layers=1)
     use_biased_attention(llm)
     x = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(1))
     merged = x  # token 1 stands for 3 copies
@@ -98,8 +83,8 @@ def test_proportional_attention_equals_attending_to_size_copies():
     assert not torch.allclose(plain[:, 2:], want[:, 4:], atol=1e-3)  # without the bias: not
 
 
-def test_no_bias_is_plain_sdpa():
-    llm = one_layer_llama()
+def test_no_bias_is_plain_sdpa(tiny):
+    llm = tiny.llama(layers=1)
     x = torch.randn(2, 6, 32)
     mask = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
     with torch.no_grad():

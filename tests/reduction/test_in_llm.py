@@ -2,27 +2,13 @@
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from mmllm.errors import BudgetError, MMLLMError
 from mmllm.reduction import build
 from mmllm.reduction.in_llm import DropRunner, generate_with_drops
 
 T, VIS = 14, slice(2, 10)  # 14 positions, visual tokens at 2..9
-
-
-def tiny_llama(attn="sdpa"):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attn_implementation=attn,
-    )
-    return LlamaForCausalLM(cfg).eval()
 
 
 def inputs():
@@ -33,10 +19,10 @@ def inputs():
 
 
 @pytest.mark.parametrize("layer", [0, 2])
-def test_fastv_keeps_the_eager_reference_set(layer):
-    lm = tiny_llama()
+def test_fastv_keeps_the_eager_reference_set(layer, tiny):
+    lm = tiny.llama()
     embeds, mask, visual = inputs()
-    eager = tiny_llama("eager")
+    eager = tiny.llama("eager")
     eager.load_state_dict(lm.state_dict())
     with torch.no_grad():
         att = eager(inputs_embeds=embeds, attention_mask=mask, output_attentions=True).attentions[
@@ -53,8 +39,8 @@ def test_fastv_keeps_the_eager_reference_set(layer):
         assert len(kept_after[row]) == T - 8 + 3
 
 
-def test_keeping_everything_equals_plain_greedy_generation():
-    lm = tiny_llama()
+def test_keeping_everything_equals_plain_greedy_generation(tiny):
+    lm = tiny.llama()
     embeds, mask, visual = inputs()
     ours = generate_with_drops(
         lm, lm.get_input_embeddings(), embeds, mask, visual, [(1, 8)], 6, None
@@ -70,8 +56,8 @@ def test_keeping_everything_equals_plain_greedy_generation():
     assert torch.equal(ours, ref[:, -6:])
 
 
-def test_left_padding_is_respected():
-    lm = tiny_llama()
+def test_left_padding_is_respected(tiny):
+    lm = tiny.llama()
     embeds, mask, visual = inputs()
     mask[1, :2] = 0  # row 1 is left-padded by two positions
     logits = DropRunner(lm, [(1, 8)]).prefill(embeds, mask, visual)
@@ -79,7 +65,7 @@ def test_left_padding_is_respected():
     torch.testing.assert_close(logits[1:], alone, rtol=1e-4, atol=1e-4)
 
 
-def test_pdrop_and_todre_schedules():
+def test_pdrop_and_todre_schedules(tiny):
     assert build("pdrop:layers=8/16/24,ratios=0.5/0.25/0.125").schedule(196) == [
         (8, 98),
         (16, 49),
@@ -87,7 +73,7 @@ def test_pdrop_and_todre_schedules():
     ]
     todre = build("todre:16,layer=2")
     assert todre.output_len(196) == 16 and todre.schedule(16) == [(2, 0)]
-    lm = tiny_llama()
+    lm = tiny.llama()
     embeds, mask, visual = inputs()
     out = generate_with_drops(
         lm,
@@ -102,13 +88,13 @@ def test_pdrop_and_todre_schedules():
     assert out.shape == (2, 3)
 
 
-def test_errors():
+def test_errors(tiny):
     with pytest.raises(BudgetError, match="larger than the 8"):
         build("fastv:layer=1,keep=9").output_len(8)
     with pytest.raises(MMLLMError, match="ratios must be"):
         build("pdrop:layers=1/2,ratios=0.2/0.5")
     with pytest.raises(BudgetError, match="outside the LLM's 4 layers"):
-        DropRunner(tiny_llama(), [(7, 2)])
+        DropRunner(tiny.llama(), [(7, 2)])
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4))
     with pytest.raises(MMLLMError, match="Llama-style decoders"):
         DropRunner(gpt2, [(1, 2)])
