@@ -55,20 +55,14 @@ def test_training_needs_an_answer(proc, images):
         proc([[user(IMG, TXT)]], [images[:1]], train=True)
 
 
-def test_render_needs_no_earlier_call_and_takes_a_placeholder_count(tiny):
+def test_render_needs_no_earlier_call_and_takes_a_placeholder_count(tiny, images):
     fresh = MMLLMProcessor.from_model(tiny.model("qwen2"))
     conv = [user(IMG, TXT), user(IMG, TXT)]
     assert fresh.render(conv, add_generation_prompt=False).count("<|image|>") == 2 * 16
     assert fresh.render(conv, False, image_seq_len=4).count("<|image|>") == 2 * 4
     # a reduced-budget call does not change what the next default call renders
-    batch = fresh([[user(IMG, TXT)]], [[_tiny_image()]], image_seq_len=4)
+    batch = fresh([[user(IMG, TXT)]], [images[:1]], image_seq_len=4)
     assert (
         int((batch["input_ids"] == fresh.tokenizer.convert_tokens_to_ids("<|image|>")).sum()) == 4
     )
     assert fresh.render(conv, False).count("<|image|>") == 2 * 16
-
-
-def _tiny_image():
-    from PIL import Image
-
-    return Image.new("RGB", (32, 32), (200, 10, 10))
