@@ -83,12 +83,18 @@ def data_make(
     phrasings: str = typer.Option(
         "", "--phrasings", help="seen, heldout or all (default: seen for train, all otherwise)."
     ),
+    dense: bool = typer.Option(
+        False,
+        "--dense",
+        help="Shape and colour rows ask about every object of the scene, one turn each "
+        "(several answers per image, for training).",
+    ),
 ):
     from mmllm.data.generate import make_dataset
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] or None
     try:
-        path = make_dataset(out, n, seed, split, task_list, phrasings or None)
+        path = make_dataset(out, n, seed, split, task_list, phrasings or None, dense=dense)
     except ValueError as err:
         raise MMLLMError(str(err)) from None
     console.print(f"wrote {n} samples to {path}")

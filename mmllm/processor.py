@@ -61,6 +61,14 @@ def check_conversation(messages: Sequence[dict], n_images: int) -> None:
         )
 
 
+def _check_ends_with_answer(messages: Sequence[dict]) -> None:
+    if messages[-1]["role"] != "assistant":
+        raise MMLLMError(
+            "the conversation must end with the assistant's answer (the reference to train on "
+            "or score)"
+        )
+
+
 class MMLLMProcessor:
     """Tokenizer + image preprocessing + chat template for an mmllm model."""
 
@@ -125,7 +133,9 @@ class MMLLMProcessor:
     ) -> dict[str, torch.Tensor]:
         """Batch of conversations -> ``input_ids``, ``attention_mask``, ``pixel_values`` (+ labels).
 
-        With ``train=True`` the last message must be the assistant's; only its tokens are labelled.
+        With ``train=True`` the last message must be the assistant's; every assistant message is
+        labelled (its text and end token), everything else is not, so a multi-turn conversation
+        trains on all of its answers in one pass over the image.
         Otherwise a generation prompt is appended and the batch is left-padded for ``generate``.
         """
         if len(conversations) != len(images):
@@ -135,10 +145,9 @@ class MMLLMProcessor:
         for messages, imgs in zip(conversations, images, strict=True):
             check_conversation(messages, len(imgs))
             if train:
-                answer = self._answer_ids(messages, seq_len)  # checks the answer is last
-                prompt = self._ids(self.render(messages[:-1], True, seq_len))
-                rows.append(prompt + answer)
-                label_rows.append([-100] * len(prompt) + answer)
+                ids, labels = self._train_ids(messages, seq_len)
+                rows.append(ids)
+                label_rows.append(labels)
             else:
                 rows.append(self._ids(self.render(messages, True, seq_len)))
         width = max(len(r) for r in rows)
@@ -162,13 +171,38 @@ class MMLLMProcessor:
             out["labels"] = labels
         return out
 
+    def _train_ids(
+        self, messages: Sequence[dict], image_seq_len: int | None
+    ) -> tuple[list[int], list[int]]:
+        """Ids of a whole conversation and its labels: every assistant message, nothing else.
+
+        Each turn is tokenised as ``_answer_ids`` tokenises the last one (prompt and answer
+        apart), so a one-turn conversation gets exactly the tokens that scoring uses.
+        """
+        _check_ends_with_answer(messages)
+        ids: list[int] = []
+        labels: list[int] = []
+        done = ""
+        for j, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prompt = self.render(messages[:j], True, image_seq_len)
+            full = self.render(messages[: j + 1], False, image_seq_len)
+            if not (prompt.startswith(done) and full.startswith(prompt)):
+                raise MMLLMError(
+                    "the chat template does not render a conversation as the concatenation of "
+                    "its turns, so assistant turns cannot be labelled one by one"
+                )
+            question = self._ids(prompt[len(done) :])
+            answer = self._ids(full[len(prompt) :])
+            ids += question + answer
+            labels += [-100] * len(question) + answer
+            done = full
+        return ids, labels
+
     def _answer_ids(self, messages: Sequence[dict], image_seq_len: int | None = None) -> list[int]:
         """Token ids of the final assistant message as training labels them (answer + end)."""
-        if messages[-1]["role"] != "assistant":
-            raise MMLLMError(
-                "the conversation must end with the assistant's answer (the reference to train on "
-                "or score)"
-            )
+        _check_ends_with_answer(messages)
         full = self.render(messages, False, image_seq_len)
         return self._ids(full[len(self.render(messages[:-1], True, image_seq_len)) :])
 

@@ -15,10 +15,44 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from mmllm.data.scenes import Scene, render
-from mmllm.data.tasks import TASKS, _Retry, new_scene
+from mmllm.data.tasks import TASKS, Phrasings, _Retry, new_scene
 
 SPLITS = ("train", "val", "test")
 _SPLIT_OF_BUCKET = ["train"] * 8 + ["val", "test"]
+
+
+#: Tasks whose scenes hold distinct objects (distinct shapes and distinct colours), so every
+#: object can be asked about by its shape or by its colour (``make_dataset(dense=True)``).
+DENSE_TASKS = ("shape", "colour")
+
+
+def _phrase(
+    rng: random.Random, options: Phrasings, slots: dict[str, str], phrasings: str
+) -> tuple[str, str]:
+    """One phrasing of a question (seen and/or held-out, as asked) and which kind it was."""
+    pool = [(t, "seen") for t in options.seen] * (phrasings != "heldout")
+    pool += [(t, "heldout") for t in options.heldout] * (phrasings != "seen")
+    template, which = rng.choice(pool)
+    return template.format(**slots), which
+
+
+def _more_turns(
+    rng: random.Random, scene: Scene, asked: dict[str, str], phrasings: str
+) -> list[dict]:
+    """Follow-up turns about every object the first question did not name, in random order."""
+    others = [o for o in scene.objects if o.colour != asked.get("colour")]
+    others = [o for o in others if o.shape != asked.get("shape")]
+    rng.shuffle(others)
+    turns = []
+    for obj in others:
+        by_colour = rng.random() < 0.5
+        task = TASKS["shape" if by_colour else "colour"]
+        slots = {"colour": obj.colour} if by_colour else {"shape": obj.shape}
+        question, _ = _phrase(rng, task.phrasings["open"], slots, phrasings)
+        turns.append({"role": "user", "content": [{"type": "text", "text": question}]})
+        reply = obj.shape if by_colour else obj.colour
+        turns.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+    return turns
 
 
 def split_of(scene: Scene) -> str:
@@ -34,6 +68,7 @@ def make_dataset(
     tasks: list[str] | None = None,
     phrasings: str | None = None,
     progress: bool = True,
+    dense: bool = False,
 ) -> Path:
     """Render ``n`` samples into ``out/{split}.jsonl`` and ``out/images/``.
 
@@ -41,6 +76,10 @@ def make_dataset(
         tasks: task names to draw from (default: all), cycled so each gets ``n / len`` samples.
         phrasings: ``"seen"`` (only phrasings used for training), ``"heldout"`` (only held-out
             phrasings) or ``"all"``; default ``"seen"`` for train, ``"all"`` otherwise.
+        dense: rows of the tasks in ``DENSE_TASKS`` become multi-turn conversations that ask,
+            after the task's own question, the colour or the shape of every other object in the
+            scene (one question per object, so no answer can be read off an earlier turn):
+            several supervised answers for one pass over the image, for training.
     Returns:
         the JSONL path.
     """
@@ -75,21 +114,21 @@ def make_dataset(
                     continue
                 if split_of(scene) == split:
                     break
-            options = task.phrasings[kind]
-            pool = [(t, "seen") for t in options.seen] * (phrasings != "heldout")
-            pool += [(t, "heldout") for t in options.heldout] * (phrasings != "seen")
-            template, which = rng.choice(pool)
-            question = template.format(**slots)
+            question, which = _phrase(rng, task.phrasings[kind], slots, phrasings)
             name = f"images/{split}-{seed}-{i:06d}.png"
             render(scene).save(out / name, optimize=True)
+            messages = [
+                {
+                    "role": "user",
+                    "content": [{"type": "image"}, {"type": "text", "text": question}],
+                },
+                {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+            ]
+            if dense and task.name in DENSE_TASKS:
+                messages += _more_turns(rng, scene, slots, phrasings)
+                answer = messages[-1]["content"][0]["text"]
             row = {
-                "messages": [
-                    {
-                        "role": "user",
-                        "content": [{"type": "image"}, {"type": "text", "text": question}],
-                    },
-                    {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-                ],
+                "messages": messages,
                 "images": [name],
                 "answer": answer,
                 "task": task.name,

@@ -106,3 +106,39 @@ def test_scene_split_is_a_function_of_content():
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_dataset(tmp_path, 4, progress=False, **kwargs)
+
+
+def _asked(question: str) -> tuple[str, str]:
+    """('colour' | 'shape', value) named by a shape or colour question, via its template."""
+    import re
+
+    for slot, task in (("colour", "shape"), ("shape", "colour")):
+        options = TASKS[task].phrasings["open"]
+        for template in options.seen + options.heldout:
+            pattern = re.escape(template).replace(re.escape("{" + slot + "}"), "(\\w+)")
+            match = re.fullmatch(pattern, question)
+            if match:
+                return slot, match.group(1)
+    raise AssertionError(f"not a shape or colour question: {question}")
+
+
+def test_dense_rows_ask_about_every_object_once(tmp_path):
+    path = make_dataset(tmp_path, 90, seed=5, split="train", progress=False, dense=True)
+    dense = [r for r in rows(path) if r["task"] in ("shape", "colour")]
+    assert len(dense) == 20 and max(len(r["messages"]) for r in dense) >= 6
+    for row in dense:
+        messages = row["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
+        assert row["answer"] == messages[-1]["content"][0]["text"]
+        objects = set()
+        for question, answer in zip(messages[::2], messages[1::2], strict=True):
+            slot, value = _asked(question["content"][-1]["text"])
+            reply = answer["content"][0]["text"]
+            objects.add((value, reply) if slot == "colour" else (reply, value))
+        colours, shapes = zip(*objects, strict=True)
+        # one turn per object; objects have distinct colours and distinct shapes
+        assert len(objects) == len(messages) // 2 == len(set(colours)) == len(set(shapes))
+    # the other tasks, and the same rows without dense, stay one question per image
+    assert all(len(r["messages"]) == 2 for r in rows(path) if r["task"] not in ("shape", "colour"))
+    plain = make_dataset(tmp_path / "plain", 90, seed=5, split="train", progress=False)
+    assert all(len(r["messages"]) == 2 for r in rows(plain))

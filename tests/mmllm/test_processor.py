@@ -66,3 +66,43 @@ def test_render_needs_no_earlier_call_and_takes_a_placeholder_count(tiny, images
         int((batch["input_ids"] == fresh.tokenizer.convert_tokens_to_ids("<|image|>")).sum()) == 4
     )
     assert fresh.render(conv, False).count("<|image|>") == 2 * 16
+
+
+def answer(text):
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def test_training_labels_every_assistant_turn(proc, images):
+    conv = [
+        user(IMG, TXT),
+        answer("a red circle"),
+        user({"type": "text", "text": "And the square?"}),
+        answer("blue"),
+    ]
+    batch = proc([conv], [images[:1]], train=True)
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    # the ids are the whole conversation as the template renders it
+    assert proc.tokenizer.decode(ids) == proc.render(conv, False)
+    # the labelled spans decode to exactly the two answers with their end tokens
+    spans, current = [], []
+    for token, label in zip(ids.tolist(), labels.tolist(), strict=True):
+        if label == -100:
+            if current:
+                spans.append(current)
+            current = []
+        else:
+            assert label == token
+            current.append(token)
+    spans.append(current)
+    texts = [proc.tokenizer.decode(s) for s in spans]
+    assert texts == ["a red circle<|im_end|>\n", "blue<|im_end|>\n"]
+
+
+def test_one_turn_training_labels_are_the_scored_answer(proc, images):
+    conv = [user(IMG, TXT), answer("a red circle")]
+    batch = proc([conv], [images[:1]], train=True)
+    labels = batch["labels"][0]
+    answer_ids, _ = proc.answer_ids([conv])
+    assert labels[labels != -100].tolist() == answer_ids[0].tolist()
+    prompt = proc([conv[:-1]], [images[:1]])["input_ids"][0]
+    assert batch["input_ids"][0, : len(prompt)].tolist() == prompt.tolist()

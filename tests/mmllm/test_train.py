@@ -21,6 +21,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke-data")
     make_dataset(root / "train", 12, seed=1, split="train", progress=False)
     make_dataset(root / "val", 6, seed=1, split="val", progress=False)
+    make_dataset(root / "train_dense", 12, seed=1, split="train", progress=False, dense=True)
     return root
 
 
@@ -65,12 +66,22 @@ def test_default_stages_save_adapter_and_lora_together(stage2):
 
 @pytest.mark.parametrize(
     "name",
-    ["default_stage3", "default_stage4", "default_stage5", "default_stage6", "default_budgets"],
+    [
+        "default_stage3",
+        "default_stage4",
+        "default_stage5",
+        "default_stage6",
+        "default_stage7",
+        "default_budgets",
+    ],
 )
 def test_continuation_stages_run_at_smoke_size(name, stage2, data, tmp_path):
-    """Stages 3-6 continue a stage-2 checkpoint (4-6 on the wider detail encoder; 6 also
-    fine-tunes the encoder)."""
-    final = smoke(name, data, tmp_path, **{"model.init_from": str(stage2)})
+    """Stages 3-7 continue a stage-2 checkpoint (4-7 on the wider detail encoder; 6 also
+    fine-tunes the encoder; 7 trains on dense multi-turn rows)."""
+    extra = {"model.init_from": str(stage2)}
+    if load_recipe(name).data.train.name == "train_dense":
+        extra["data.train"] = str(data / "train_dense")
+    final = smoke(name, data, tmp_path, **extra)
     config = json.loads((final / "config.json").read_text())
     assert config["encoder"] == load_recipe(name).model.encoder
     assert (final / "encoder.safetensors").is_file() == (name == "default_stage6")
