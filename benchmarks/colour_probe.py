@@ -4,9 +4,11 @@ Single-object caption images ("a teal star") of a generated split give (image, c
 logistic-regression probe on max-pooled tokens is trained on the train split and scored on the
 test split, once per channel group (the 1280 head channels, the folded detail blocks, both).
 It shows whether colour reaches the adapter at all, separately from whether the LLM learns to
-use it.
+use it. With ``--model`` the same probe also reads a checkpoint's adapter output (what the LLM
+receives), to show whether the trained adapter passes the colour on.
 
     python benchmarks/colour_probe.py --train data/train --test data/test
+    python benchmarks/colour_probe.py --test data/test data/val --model runs/default_stage7/final
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ def single_object_rows(folder: Path, limit: int) -> list[tuple[Path, str]]:
 
 
 @torch.no_grad()
-def pooled_tokens(encoder, paths: list[Path], batch: int = 32) -> torch.Tensor:
+def pooled_tokens(encoder, paths: list[Path], batch: int = 32, adapter=None) -> torch.Tensor:
+    """Max-pooled encoder tokens (or, given ``adapter``, max-pooled adapter outputs)."""
     chunks = []
     for start in range(0, len(paths), batch):
         pixels = to_pixels(
             paths[start : start + batch], encoder.image_size, encoder.mean, encoder.std
         )
-        chunks.append(encoder(pixels).embeds.amax(1))
+        tokens = encoder(pixels)
+        chunks.append((tokens.embeds if adapter is None else adapter(tokens)).amax(1))
     return torch.cat(chunks)
 
 
@@ -64,15 +68,27 @@ def probe_accuracy(x_train, y_train, x_test, y_test, classes: int, steps: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, default=Path("data/train"))
-    parser.add_argument("--test", type=Path, default=Path("data/test"))
+    parser.add_argument("--test", type=Path, nargs="+", default=[Path("data/test")])
     parser.add_argument("--encoder", default="efficientnet_lite0:detail=4,7")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--n-train", type=int, default=400)
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a checkpoint (or 'default'): probe its encoder and its adapter output instead",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
-    encoder = build_encoder(args.encoder, args.image_size)
+    adapter = None
+    if args.model:
+        from mmllm.default_model import load_model
+
+        model = load_model(None if args.model == "default" else args.model).eval()
+        encoder, adapter, args.encoder = model.encoder, model.adapter, model.config.encoder
+    else:
+        encoder = build_encoder(args.encoder, args.image_size)
     train = single_object_rows(args.train, args.n_train)
-    test = single_object_rows(args.test, 10_000)
+    test = [row for folder in args.test for row in single_object_rows(folder, 10_000)]
     colours = sorted({c for _, c in train + test})
     y_train = torch.tensor([colours.index(c) for _, c in train])
     y_test = torch.tensor([colours.index(c) for _, c in test])
@@ -88,6 +104,11 @@ def main() -> None:
             continue
         acc = probe_accuracy(x_train[:, cols], y_train, x_test[:, cols], y_test, len(colours))
         print(f"| {name} | {dims} | {acc:.1%} |")
+    if adapter is not None:
+        a_train = pooled_tokens(encoder, [p for p, _ in train], adapter=adapter)
+        a_test = pooled_tokens(encoder, [p for p, _ in test], adapter=adapter)
+        acc = probe_accuracy(a_train, y_train, a_test, y_test, len(colours))
+        print(f"| adapter output ({args.model}) | {a_train.shape[1]} | {acc:.1%} |")
     print(f"chance: {1 / len(colours):.1%}")
 
 

@@ -44,6 +44,15 @@ def test_data_make_and_check(tmp_path, capsys):
     assert code == 0 and "9 valid samples" in out
 
 
+def test_data_make_dense_writes_multi_turn_rows(tmp_path, capsys):
+    argv = ["data", "make", "--out", str(tmp_path), "--n", "8", "--tasks", "colour", "--dense"]
+    code, _, _ = run(capsys, *argv)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert code == 0 and max(len(r["messages"]) for r in rows) > 2
+    code, out, _ = run(capsys, "data", "check", str(tmp_path))
+    assert code == 0 and "8 valid samples" in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
