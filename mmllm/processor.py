@@ -69,6 +69,13 @@ def _check_ends_with_answer(messages: Sequence[dict]) -> None:
         )
 
 
+def _not_concatenated() -> MMLLMError:
+    return MMLLMError(
+        "the chat template does not render a conversation as the concatenation of its turns, "
+        "so an assistant turn's tokens cannot be told apart from the prompt's"
+    )
+
+
 class MMLLMProcessor:
     """Tokenizer + image preprocessing + chat template for an mmllm model."""
 
@@ -186,13 +193,9 @@ class MMLLMProcessor:
         for j, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            prompt = self.render(messages[:j], True, image_seq_len)
-            full = self.render(messages[: j + 1], False, image_seq_len)
-            if not (prompt.startswith(done) and full.startswith(prompt)):
-                raise MMLLMError(
-                    "the chat template does not render a conversation as the concatenation of "
-                    "its turns, so assistant turns cannot be labelled one by one"
-                )
+            prompt, full = self._turn(messages, j, image_seq_len)
+            if not prompt.startswith(done):
+                raise _not_concatenated()
             question = self._ids(prompt[len(done) :])
             answer = self._ids(full[len(prompt) :])
             ids += question + answer
@@ -203,8 +206,17 @@ class MMLLMProcessor:
     def _answer_ids(self, messages: Sequence[dict], image_seq_len: int | None = None) -> list[int]:
         """Token ids of the final assistant message as training labels them (answer + end)."""
         _check_ends_with_answer(messages)
-        full = self.render(messages, False, image_seq_len)
-        return self._ids(full[len(self.render(messages[:-1], True, image_seq_len)) :])
+        prompt, full = self._turn(messages, len(messages) - 1, image_seq_len)
+        return self._ids(full[len(prompt) :])
+
+    def _turn(self, messages: Sequence[dict], j: int, image_seq_len: int | None) -> tuple[str, str]:
+        """Rendered text up to assistant message ``j`` (with the generation prompt) and through
+        it; the answer is what the second adds to the first."""
+        prompt = self.render(messages[:j], True, image_seq_len)
+        full = self.render(messages[: j + 1], False, image_seq_len)
+        if not full.startswith(prompt):
+            raise _not_concatenated()
+        return prompt, full
 
     def answer_ids(
         self, conversations: Sequence[Sequence[dict]]

@@ -106,3 +106,22 @@ def test_one_turn_training_labels_are_the_scored_answer(proc, images):
     assert labels[labels != -100].tolist() == answer_ids[0].tolist()
     prompt = proc([conv[:-1]], [images[:1]])["input_ids"][0]
     assert batch["input_ids"][0, : len(prompt)].tolist() == prompt.tolist()
+
+
+def test_template_that_is_not_a_concatenation_of_turns_is_a_clear_error(proc, images):
+    counted = MMLLMProcessor(
+        proc.tokenizer,
+        proc.image_size,
+        proc.mean,
+        proc.std,
+        proc.image_seq_len,
+        chat_template="{{ messages | length }}" + proc.chat_template,
+    )
+    conv = [user(IMG, TXT), answer("a"), user(TXT), answer("b")]
+    for call in (
+        lambda: counted([conv], [images[:1]], train=True),
+        lambda: counted([conv[:2]], [images[:1]], train=True),
+        lambda: counted.answer_ids([conv[:2]]),  # scoring would slice the wrong tokens
+    ):
+        with pytest.raises(MMLLMError, match="concatenation of its turns"):
+            call()
