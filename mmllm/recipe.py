@@ -53,8 +53,28 @@ class QuantizationSection(_Strict):
     )
 
 
+class GroundingSection(_Strict):
+    """Stage 0 (:mod:`mmllm.grounding`): the adapter alone, onto the LLM's word embeddings."""
+
+    background: str = Field("background", description="words for cells no region covers")
+    background_weight: float = Field(
+        0.2, ge=0, description="weight of background cells in the squared error (objects: 1)"
+    )
+    min_cover: float = Field(
+        0.08, ge=0, lt=1, description="a region owns a cell it covers more of than this"
+    )
+    ce_weight: float = Field(
+        0.01, ge=0, description="weight of the word cross-entropy next to the squared error"
+    )
+    scale: float = Field(5.0, gt=0, description="logit scale of the word cross-entropy")
+
+
 class TrainSection(_Strict):
-    stage: Literal[1, 2] = 1
+    stage: Literal[0, 1, 2] = Field(
+        1,
+        description="0: ground the adapter in word embeddings (no LLM pass; rows need "
+        "'regions'), 1: adapter through the frozen LLM, 2: + LoRA",
+    )
     output_dir: Path
     epochs: float = Field(1.0, gt=0)
     max_steps: int = -1
@@ -120,9 +140,15 @@ class Recipe(_Strict):
     lora: LoraSection | None = None
     quantization: QuantizationSection = QuantizationSection()
     smoke: SmokeSection = SmokeSection()
+    grounding: GroundingSection = GroundingSection()
 
     @model_validator(mode="after")
     def _stage_two_needs_lora(self) -> Recipe:
+        if self.train.stage == 0 and (self.lora or self.train.reduction_budgets):
+            raise ValueError(
+                "stage 0 grounds the adapter alone on full token grids: remove 'lora' and "
+                "train.reduction_budgets (use them in a later stage with model.init_from)"
+            )
         if self.train.stage == 2 and self.lora is None:
             raise ValueError("stage 2 trains LoRA on the LLM: add a 'lora' section")
         if self.quantization.load_in_4bit and self.lora is None:

@@ -282,38 +282,13 @@ def train(recipe: Recipe, smoke: bool = False, resume: bool = False) -> Path:
 
     torch.manual_seed(t.seed)
     model = build_model(recipe, image_size)
-    processor = MMLLMProcessor.from_model(model)
     out = Path(t.output_dir)
+    if t.stage == 0:
+        return _train_grounding(recipe, model, train_set, eval_set, smoke, resume)
+    processor = MMLLMProcessor.from_model(model)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("training %s parameters (%d samples)", f"{n_trainable:,}", len(train_set))
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=s.batch_size if smoke else t.batch_size,
-        per_device_eval_batch_size=s.batch_size if smoke else t.batch_size,
-        gradient_accumulation_steps=1 if smoke else t.grad_accum,
-        learning_rate=t.lr,
-        weight_decay=t.weight_decay,
-        lr_scheduler_type="cosine",
-        warmup_steps=0
-        if smoke
-        else max(0, math.ceil(t.warmup_ratio * _total_steps(recipe, len(train_set)))),
-        num_train_epochs=t.epochs,
-        max_steps=s.max_steps if smoke else t.max_steps,
-        logging_steps=1 if smoke else t.logging_steps,
-        eval_strategy="steps" if eval_set else "no",
-        eval_steps=s.max_steps if smoke else t.eval_steps,
-        save_strategy="steps",
-        save_steps=s.max_steps if smoke else t.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        seed=t.seed,
-        bf16=t.bf16,
-        use_cpu=not torch.cuda.is_available(),
-        include_num_input_tokens_seen=True,
-        disable_tqdm=False,
-    )
+    args = _training_args(recipe, smoke, len(train_set), eval_set is not None)
     trainer = MMLLMTrainer(
         model=model,
         args=args,
@@ -331,6 +306,97 @@ def train(recipe: Recipe, smoke: bool = False, resume: bool = False) -> Path:
     model.save_pretrained(final)
     (final / "recipe.yaml").write_text(recipe.model_dump_json(indent=2))
     return final
+
+
+def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bool) -> Path:
+    """Stage 0 (:mod:`mmllm.grounding`): cache encoder tokens once, then train the adapter
+    alone onto the LLM's word embeddings with the same Trainer (checkpoints, resume, curve)."""
+    from transformers import default_data_collator
+
+    from mmllm.grounding import (
+        GroundingObjective,
+        build_grounding_data,
+        phrase_list,
+        write_report,
+    )
+
+    g, t, out = recipe.grounding, recipe.train, Path(recipe.train.output_dir)
+    grid = model.encoder.grid
+    if (
+        model.adapter.token_projector() is None
+        or model.adapter.output_len(grid[0] * grid[1], grid) != grid[0] * grid[1]
+    ):
+        raise MMLLMError(
+            f"stage 0 grounds each visual token on its own: adapter '{model.config.adapter}' "
+            "does not map tokens one to one (use mlp2x_gelu)"
+        )
+    phrases = phrase_list(train_set + (eval_set or []), g.background)
+    train_data = build_grounding_data(model, train_set, phrases, g.min_cover)
+    eval_data = None
+    if eval_set is not None and any(s.regions for s in eval_set):
+        eval_data = build_grounding_data(model, eval_set, phrases, g.min_cover)
+    objective = GroundingObjective(
+        model, train_data.phrases, g.ce_weight, g.scale, g.background_weight
+    )
+    log.info(
+        "stage 0: %d images, %d phrases, %d words",
+        len(train_data),
+        len(train_data.phrases),
+        len(objective.words),
+    )
+    args = _training_args(recipe, smoke, len(train_data), eval_data is not None)
+    args.include_num_input_tokens_seen = False
+    args.prediction_loss_only = True
+    trainer = MMLLMTrainer(
+        model=objective,
+        args=args,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=default_data_collator,
+        callbacks=[ThroughputAndCurve(out)],
+    )
+    trainer.adapter_lr = t.adapter_lr
+    last = _last_checkpoint(out) if resume else None
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    final = out / "final"
+    model.save_pretrained(final)
+    (final / "recipe.yaml").write_text(recipe.model_dump_json(indent=2))
+    write_report(objective, eval_data or train_data, final)
+    return final
+
+
+def _training_args(recipe: Recipe, smoke: bool, n_train: int, has_eval: bool) -> TrainingArguments:
+    """The Trainer's arguments from a recipe (its smoke size when ``smoke``)."""
+    t, s = recipe.train, recipe.smoke
+    out = Path(t.output_dir)
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=s.batch_size if smoke else t.batch_size,
+        per_device_eval_batch_size=s.batch_size if smoke else t.batch_size,
+        gradient_accumulation_steps=1 if smoke else t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=0
+        if smoke
+        else max(0, math.ceil(t.warmup_ratio * _total_steps(recipe, n_train))),
+        num_train_epochs=t.epochs,
+        max_steps=s.max_steps if smoke else t.max_steps,
+        logging_steps=1 if smoke else t.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=s.max_steps if smoke else t.eval_steps,
+        save_strategy="steps",
+        save_steps=s.max_steps if smoke else t.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=t.seed,
+        bf16=t.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        include_num_input_tokens_seen=True,
+        disable_tqdm=False,
+    )
 
 
 def _total_steps(recipe: Recipe, n: int) -> int:

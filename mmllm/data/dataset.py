@@ -26,6 +26,7 @@ class Sample:
     answer: str | None = None
     task: str = "default"
     extra: dict = field(default_factory=dict)
+    regions: list[list[dict]] | None = None
 
     @property
     def question(self) -> str:
@@ -86,10 +87,40 @@ def _check_row(row: object, where: str, base: Path, check_images: bool) -> Sampl
     if answer is not None and not isinstance(answer, str):
         raise _fail(where, "'answer' must be a string")
     task = row.get("task", "default")
-    known = {"messages", "images", "answer", "task"}
+    regions = _check_regions(row.get("regions"), len(images), where)
+    known = {"messages", "images", "answer", "task", "regions"}
     return Sample(
-        messages, paths, answer, str(task), {k: v for k, v in row.items() if k not in known}
+        messages,
+        paths,
+        answer,
+        str(task),
+        {k: v for k, v in row.items() if k not in known},
+        regions,
     )
+
+
+def _check_regions(regions: object, n_images: int, where: str) -> list[list[dict]] | None:
+    """Optional grounding annotations: one list per image of ``{"box": [x0, y0, x1, y1],
+    "text": "red circle"}``, the box in fractions of the image's width and height."""
+    if regions is None:
+        return None
+    hint = (
+        '\'regions\' must hold one list per image of {"box": [x0, y0, x1, y1], "text": ...} '
+        "with the box as fractions of the image (0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1)"
+    )
+    if not isinstance(regions, list) or len(regions) != n_images:
+        raise _fail(where, hint)
+    for per_image in regions:
+        if not isinstance(per_image, list):
+            raise _fail(where, hint)
+        for region in per_image:
+            box = region.get("box") if isinstance(region, dict) else None
+            text = region.get("text") if isinstance(region, dict) else None
+            ok = isinstance(text, str) and text.strip() and isinstance(box, list) and len(box) == 4
+            ok = ok and all(isinstance(v, int | float) for v in box)
+            if not ok or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+                raise _fail(where, f"{hint}; got {region!r}")
+    return regions
 
 
 def load_dataset(path: str | Path, check_images: bool = True) -> list[Sample]:

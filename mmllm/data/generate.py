@@ -55,6 +55,15 @@ def _more_turns(
     return turns
 
 
+def regions_of(scene: Scene) -> list[dict]:
+    """The scene's objects as grounding regions: a box (fractions of the image, rounded to
+    1e-4) and the words for what it shows (``"red circle"``); see :mod:`mmllm.grounding`."""
+    return [
+        {"box": [round(v, 4) for v in o.box(scene.width, scene.height)], "text": o.name}
+        for o in scene.objects
+    ]
+
+
 def split_of(scene: Scene) -> str:
     """The split a scene belongs to, from its content hash."""
     return _SPLIT_OF_BUCKET[int(scene.content_key()[:8], 16) % 10]
@@ -135,6 +144,7 @@ def make_dataset(
                 "phrasing": which,
                 "id": f"{split}-{seed}-{i:06d}",
                 "content_key": scene.content_key(),
+                "regions": [regions_of(scene)],
             }
             f.write(json.dumps(row) + "\n")
             counts[task.name] += 1

@@ -58,6 +58,22 @@ class Obj:
     def name(self) -> str:
         return f"{self.colour} {self.shape}"
 
+    def box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """Bounding box ``(x0, y0, x1, y1)`` as fractions of the image, as :func:`draw_object`
+        draws the shape (squares and rectangles are narrower than their radius)."""
+        unit = min(width, height)
+        cx, cy, r = self.x * width, self.y * height, self.size * unit
+        if self.shape == "circle":
+            x0, y0, x1, y1 = cx - r, cy - r, cx + r, cy + r
+        elif self.shape == "square":
+            x0, y0, x1, y1 = cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r
+        elif self.shape == "rectangle":
+            x0, y0, x1, y1 = cx - r, cy - 0.5 * r, cx + r, cy + 0.5 * r
+        else:
+            xs, ys = zip(*_polygon(self.shape, cx, cy, r), strict=True)
+            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+        return (x0 / width, y0 / height, x1 / width, y1 / height)
+
 
 @dataclass
 class Text:

@@ -53,6 +53,11 @@ def test_missing_image(tmp_path):
             "unknown content part",
         ),
         ({"answer": 3}, "'answer' must be a string"),
+        ({"regions": [{"box": [0, 0, 1, 1], "text": "red"}]}, "one list per image"),
+        ({"regions": [[{"box": [0.5, 0, 0.2, 1], "text": "red"}]]}, "0 <= x0 < x1 <= 1"),
+        ({"regions": [[{"box": [0, 0, 1], "text": "red"}]]}, "regions"),
+        ({"regions": [[{"box": [0, 0, 1, 1], "text": " "}]]}, "regions"),
+        ({"regions": [[], []]}, "one list per image"),
     ],
 )
 def test_malformed_rows(tmp_path, change, message):
@@ -65,3 +70,9 @@ def test_empty_or_missing_folder(tmp_path):
         load_dataset(tmp_path)
     with pytest.raises(DataFormatError, match="no such data folder"):
         load_dataset(tmp_path / "nope")
+
+
+def test_regions_load_with_the_sample(tmp_path):
+    regions = [[{"box": [0.1, 0.2, 0.5, 0.6], "text": "red circle"}]]
+    [sample] = load_dataset(write(tmp_path, dict(GOOD, regions=regions)))
+    assert sample.regions == regions and "regions" not in sample.extra
