@@ -344,9 +344,7 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
         len(train_data.phrases),
         len(objective.words),
     )
-    args = _training_args(recipe, smoke, len(train_data), eval_data is not None)
-    args.include_num_input_tokens_seen = False
-    args.prediction_loss_only = True
+    args = _training_args(recipe, smoke, len(train_data), eval_data is not None, lm=False)
     trainer = MMLLMTrainer(
         model=objective,
         args=args,
@@ -365,8 +363,11 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
     return final
 
 
-def _training_args(recipe: Recipe, smoke: bool, n_train: int, has_eval: bool) -> TrainingArguments:
-    """The Trainer's arguments from a recipe (its smoke size when ``smoke``)."""
+def _training_args(
+    recipe: Recipe, smoke: bool, n_train: int, has_eval: bool, lm: bool = True
+) -> TrainingArguments:
+    """The Trainer's arguments from a recipe (its smoke size when ``smoke``); ``lm=False`` for
+    stage 0, whose batches have no token ids to count and whose eval computes only the loss."""
     t, s = recipe.train, recipe.smoke
     out = Path(t.output_dir)
     return TrainingArguments(
@@ -394,7 +395,8 @@ def _training_args(recipe: Recipe, smoke: bool, n_train: int, has_eval: bool) ->
         seed=t.seed,
         bf16=t.bf16,
         use_cpu=not torch.cuda.is_available(),
-        include_num_input_tokens_seen=True,
+        include_num_input_tokens_seen=lm,
+        prediction_loss_only=not lm,
         disable_tqdm=False,
     )
 
