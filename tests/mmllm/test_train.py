@@ -72,6 +72,7 @@ def test_default_stages_save_adapter_and_lora_together(stage2):
         "default_stage5",
         "default_stage6",
         "default_stage7",
+        "default_stage9",
         "default_budgets",
     ],
 )
