@@ -300,6 +300,13 @@ def train(recipe: Recipe, smoke: bool = False, resume: bool = False) -> Path:
     trainer.eval_collator = Collator(processor, model, t.seed, train=False)
     trainer.adapter_lr = t.adapter_lr
     trainer.encoder_lr = t.encoder_lr
+    return run_and_save(trainer, model, recipe, resume)
+
+
+def run_and_save(trainer: Trainer, model, recipe, resume: bool) -> Path:
+    """Train (from the output folder's last checkpoint when ``resume``), then save the model
+    and the recipe that made it to ``output_dir/final``; returns that folder."""
+    out = Path(recipe.train.output_dir)
     last = _last_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     final = out / "final"
@@ -354,11 +361,7 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
         callbacks=[ThroughputAndCurve(out)],
     )
     trainer.adapter_lr = t.adapter_lr
-    last = _last_checkpoint(out) if resume else None
-    trainer.train(resume_from_checkpoint=str(last) if last else None)
-    final = out / "final"
-    model.save_pretrained(final)
-    (final / "recipe.yaml").write_text(recipe.model_dump_json(indent=2))
+    final = run_and_save(trainer, model, recipe, resume)
     write_report(objective, eval_data or train_data, final)
     return final
 

@@ -122,7 +122,7 @@ def build_generator(recipe: GeneratorRecipe) -> ImageGenerator:
 
 def train_generator(recipe: GeneratorRecipe, smoke: bool = False, resume: bool = False) -> Path:
     """Run a generator recipe; returns the folder of the trained generator."""
-    from mmllm.train import ThroughputAndCurve, _last_checkpoint
+    from mmllm.train import ThroughputAndCurve, run_and_save
     from mmllm.train_tokenizer import step_training_args
 
     recipe.check_paths()
@@ -144,11 +144,7 @@ def train_generator(recipe: GeneratorRecipe, smoke: bool = False, resume: bool =
         callbacks=[ThroughputAndCurve(out)],
     )
     trainer.rows_lr = t.rows_lr
-    last = _last_checkpoint(out) if resume else None
-    trainer.train(resume_from_checkpoint=str(last) if last else None)
-    final = out / "final"
-    model.save_pretrained(final)
-    (final / "recipe.yaml").write_text(recipe.model_dump_json(indent=2))
+    final = run_and_save(trainer, model, recipe, resume)
     n_eval = 2 if smoke else t.eval_samples
     if recipe.data.eval and n_eval:
         from mmllm.generation.evaluate import evaluate_generator, save_samples
