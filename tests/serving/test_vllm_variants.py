@@ -60,7 +60,7 @@ def test_variant_answers_like_local_chat(variant, heldout, local_model, tmp_path
 
 def test_fine_tuned_encoder_is_served(heldout, local_model, tmp_path):
     """A checkpoint with a fine-tuned encoder is served with its own encoder weights, not the
-    package's: the shipped model with its encoder's head altered answers differently, and the
+    package's: the shipped model with its encoder's stem altered answers differently, and the
     server follows the altered model."""
     import torch
 
@@ -72,7 +72,7 @@ def test_fine_tuned_encoder_is_served(heldout, local_model, tmp_path):
     model = load_model()
     model.unfreeze_encoder()
     with torch.no_grad():
-        model.encoder.net._conv_head.weight.mul_(-1.0)
+        model.encoder.net._conv_stem.weight.mul_(-1.0)  # feeds head and detail blocks
     model.requires_grad_(False)
     altered = local_answers(heldout, model, 8, progress=False)
     original = local_answers(heldout, local_model, 8, progress=False)
