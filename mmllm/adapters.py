@@ -74,17 +74,48 @@ def codebook_rows(codes: torch.Tensor, text_rows: torch.Tensor, seed: int = 0) -
 
 @register_adapter("mlp2x_gelu")
 class MLP2xGELU(Adapter):
-    """LLaVA-1.5's projector: Linear -> GELU -> Linear (Liu et al., arXiv:2310.03744)."""
+    """LLaVA-1.5's projector: Linear -> GELU -> Linear (Liu et al., arXiv:2310.03744).
 
-    def __init__(self, vision_dim: int, llm_dim: int):
+    ``positions=N`` (the encoder grid's token count, e.g. 49 for 7 x 7) adds a learned embedding
+    of each token's source cell (``VisualTokens.index``) to the output, zero at the start, like a
+    ViT's absolute position embeddings (a deviation from LLaVA-1.5, whose CLIP tokens already
+    carry them): the projector maps each token on its own, so without it a token knows its place
+    only as far as the encoder's features encode it (a CNN's barely do).
+    """
+
+    def __init__(self, vision_dim: int, llm_dim: int, positions: int = 0):
         super().__init__()
+        if positions < 0:
+            raise MMLLMError(f"mlp2x_gelu positions must be >= 0 (0: none), got {positions}")
         self.norm = nn.LayerNorm(vision_dim)
         self.net = nn.Sequential(
             nn.Linear(vision_dim, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim)
         )
+        self.position = nn.Embedding(positions, llm_dim) if positions else None
+
+    def bind(self, encoder: nn.Module, llm: nn.Module) -> None:
+        if self.position is None:
+            return
+        h, w = encoder.grid
+        if h * w != self.position.num_embeddings:
+            raise MMLLMError(
+                f"mlp2x_gelu has {self.position.num_embeddings} position embeddings but the "
+                f"encoder gives a {h}x{w} grid: set adapter_kwargs.positions to {h * w}"
+            )
+        with torch.no_grad():
+            self.position.weight.zero_()  # a fresh adapter starts as plain LLaVA-1.5
 
     def forward(self, tokens: VisualTokens) -> torch.Tensor:
-        return self.net(self.norm(tokens.embeds))
+        out = self.net(self.norm(tokens.embeds))
+        if self.position is not None:
+            cells = self.position.num_embeddings
+            if tokens.grid[0] * tokens.grid[1] != cells:
+                raise MMLLMError(
+                    f"mlp2x_gelu has position embeddings for {cells} grid cells, but these "
+                    f"tokens come from a {tokens.grid[0]}x{tokens.grid[1]} grid"
+                )
+            out = out + self.position(tokens.index).to(out.dtype)
+        return out
 
     def token_projector(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda embeds: self.net(self.norm(embeds))

@@ -18,6 +18,13 @@ adapter is trained so that the token's output
   alone barely separates words whose embeddings are close (colours: 28% of object cells decoded
   to the right colour word with the squared error alone, 93% with both terms; shapes 91 / 96%).
 
+With ``place_words`` every cell's target also holds the words of its place in a 3 x 3 layout
+("top left" ... "center" ... "bottom right", the names the generated position task answers
+with), with a cross-entropy of its own over those words. The object words say *what* a cell
+shows; the place words say *where*, which the LLM otherwise has to work out from rotary
+positions. A token-wise adapter can only learn them from its input, so pair this with
+``mlp2x_gelu``'s learned cell embeddings (``adapter_kwargs.positions``).
+
 Encoder features are computed once and cached (fp16), so a step is one adapter forward. This is
 the region-word alignment of grounded pre-training (e.g. GLIP, Li et al., CVPR 2022; Kosmos-2)
 reduced to its simplest form for a frozen LLM: regression onto the LLM's own word embeddings.
@@ -35,7 +42,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mmllm.data.dataset import Sample
+from mmllm.data.tasks import POSITIONS
 from mmllm.errors import MMLLMError
+from mmllm.reduction.types import VisualTokens
 from mmllm.vision_tokenizers.images import to_pixels
 
 log = logging.getLogger(__name__)
@@ -77,6 +86,14 @@ def assign_cells(boxes: torch.Tensor, grid: tuple[int, int], min_cover: float) -
     cy = ((boxes[:, 1] + boxes[:, 3]) / 2 * h).long().clamp(0, h - 1)
     owner[cy * w + cx] = torch.arange(len(boxes))  # index_put keeps the last duplicate
     return owner
+
+
+def cell_places(grid: tuple[int, int]) -> list[str]:
+    """Each cell's place in a 3 x 3 layout of the image (``POSITIONS`` names), from the third
+    its centre falls in: on a 7 x 7 grid columns 0-1 are "left", 2-4 the middle, 5-6 "right"."""
+    centres = (cell_boxes(grid)[:, :2] + cell_boxes(grid)[:, 2:]) / 2
+    thirds = (centres * 3).long().clamp(0, 2)
+    return [POSITIONS[(int(col), int(row))] for col, row in thirds]
 
 
 def words_of(text: str) -> list[str]:
@@ -163,10 +180,12 @@ class GroundingObjective(nn.Module):
         ce_weight: float,
         scale: float,
         background_weight: float,
+        place_words: bool = False,
     ):
         super().__init__()
         object.__setattr__(self, "vlm", vlm)  # not a submodule: only the adapter trains
         self.adapter = vlm.adapter
+        self.grid = tuple(vlm.encoder.grid)
         tokenizer = vlm.tokenizer
         table = vlm.llm.get_input_embeddings().weight.detach().float().cpu()
         words = sorted({w for p in phrases[BACKGROUND + 1 :] for w in words_of(p)})
@@ -174,6 +193,10 @@ class GroundingObjective(nn.Module):
 
         def embed(word: str) -> torch.Tensor:
             return table[tokenizer.encode(word, add_special_tokens=False)].mean(0)
+
+        self.places: list[str] = []
+        if place_words:
+            self._init_places(embed)
 
         word_emb = torch.stack([embed(w) for w in words]) if words else table[:0]
         targets = torch.stack([sum(embed(w) for w in words_of(p)) for p in phrases])
@@ -190,18 +213,43 @@ class GroundingObjective(nn.Module):
     def encoder(self) -> nn.Module:
         return self.vlm.encoder
 
+    def _init_places(self, embed) -> None:
+        """Targets of each cell's place words: ``place_targets [T, D]`` (summed embeddings),
+        ``place_soft [T, P]`` over the place vocabulary and its centred embeddings."""
+        self.places = cell_places(self.grid)
+        vocab = sorted({w for p in self.places for w in words_of(p)})
+        self.place_vocab = vocab
+        emb = torch.stack([embed(w) for w in vocab])
+        soft = torch.zeros(len(self.places), len(vocab))
+        for i, place in enumerate(self.places):
+            for w in words_of(place):
+                soft[i, vocab.index(w)] += 1 / len(words_of(place))
+        targets = torch.stack([sum(embed(w) for w in words_of(p)) for p in self.places])
+        self.register_buffer("place_targets", targets, persistent=False)
+        self.register_buffer("place_soft", soft, persistent=False)
+        self.register_buffer("place_centred", emb - emb.mean(0), persistent=False)
+
     def project(self, features: torch.Tensor) -> torch.Tensor:
-        return self.adapter.token_projector()(features.float())
+        """The adapter's output for full grids of cached features (with its cell embeddings,
+        if it has them: token ``t`` of each row is cell ``t``)."""
+        return self.adapter(VisualTokens(embeds=features.float(), grid=self.grid))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.project(features)
         obj = labels != BACKGROUND
         weight = torch.where(obj, 1.0, self.background_weight)
-        mse = ((out - self.targets[labels]) ** 2).mean(-1)
+        target = self.targets[labels]
+        if self.places:
+            target = target + self.place_targets
+        mse = ((out - target) ** 2).mean(-1)
         loss = (mse * weight).sum() / weight.sum()
         if obj.any() and self.ce_weight > 0:
             logits = out[obj] @ self.centred.T * self.scale
             ce = -(self.soft[labels[obj]] * logits.log_softmax(-1)).sum(-1).mean()
+            loss = loss + self.ce_weight * ce
+        if self.places and self.ce_weight > 0:
+            logits = out @ self.place_centred.T * self.scale  # [B, T, P]: every cell
+            ce = -(self.place_soft * logits.log_softmax(-1)).sum(-1).mean()
             loss = loss + self.ce_weight * ce
         return {"loss": loss}
 
@@ -209,15 +257,27 @@ class GroundingObjective(nn.Module):
     def word_accuracy(self, data: GroundingData, batch_size: int = 1024) -> dict[str, float]:
         """Decoding the tokens back to words, on object tokens (background left out):
         ``word_P`` is how often, among the words found at position P of some phrase (e.g. all
-        colours for P = 1), the token's own P-th word scores highest."""
-        logits, labels = [], []
+        colours for P = 1), the token's own P-th word scores highest; with place words,
+        ``place`` is how often (over every cell) the place whose word distribution is nearest to
+        the token's (KL divergence, as the place cross-entropy trains it) is the cell's own."""
+        logits, labels, place_hits = [], [], []
         for start in range(0, len(data), batch_size):
             lab = data.labels[start : start + batch_size].to(self.targets.device)
             out = self.project(data.features[start : start + batch_size].to(lab.device))
             logits.append(out[lab != BACKGROUND] @ self.centred.T)
             labels.append(lab[lab != BACKGROUND])
+            if self.places:  # every cell: the place whose soft target is nearest (KL)
+                names = sorted(set(self.places))
+                truth = torch.tensor([names.index(p) for p in self.places], device=out.device)
+                soft = self.place_soft[[self.places.index(n) for n in names]]  # [places, P]
+                logp = (out @ self.place_centred.T * self.scale).log_softmax(-1)
+                entropy = (soft * soft.clamp_min(1e-12).log()).sum(-1)  # -H of each place
+                scores = logp @ soft.T - entropy  # -KL(place || token), [B, T, places]
+                place_hits.append((scores.argmax(-1) == truth).flatten().float())
         logits, labels = torch.cat(logits), torch.cat(labels)
         result: dict[str, float] = {"tokens": len(labels)}
+        if place_hits:
+            result["place"] = torch.cat(place_hits).mean().item()
         position = {}  # phrase index -> its words' indices, per position
         for i, phrase in enumerate(data.phrases[BACKGROUND + 1 :], start=BACKGROUND + 1):
             for pos, word in enumerate(words_of(phrase), start=1):

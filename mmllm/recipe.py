@@ -67,6 +67,11 @@ class GroundingSection(_Strict):
         0.01, ge=0, description="weight of the word cross-entropy next to the squared error"
     )
     scale: float = Field(5.0, gt=0, description="logit scale of the word cross-entropy")
+    place_words: bool = Field(
+        False,
+        description="also ground each cell in the words of its 3x3 place ('top left' ... "
+        "'bottom right'); pair with model.adapter_kwargs.positions",
+    )
 
 
 class TrainSection(_Strict):

@@ -343,7 +343,7 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
     if eval_set is not None and any(s.regions for s in eval_set):
         eval_data = build_grounding_data(model, eval_set, phrases, g.min_cover)
     objective = GroundingObjective(
-        model, train_data.phrases, g.ce_weight, g.scale, g.background_weight
+        model, train_data.phrases, g.ce_weight, g.scale, g.background_weight, g.place_words
     )
     log.info(
         "stage 0: %d images, %d phrases, %d words",

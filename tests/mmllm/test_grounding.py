@@ -14,6 +14,7 @@ from mmllm.grounding import (
     GroundingObjective,
     assign_cells,
     build_grounding_data,
+    cell_places,
     phrase_list,
 )
 
@@ -51,6 +52,18 @@ def test_small_region_keeps_its_centre_cell():
     # a box far smaller than a cell still owns the cell of its centre
     owner = assign_cells(torch.tensor([[0.52, 0.52, 0.53, 0.53]]), (7, 7), 0.08)
     assert owner.tolist().count(0) == 1 and owner[3 * 7 + 3] == 0
+
+
+def test_cell_places_are_the_thirds_of_cell_centres():
+    from mmllm.data.tasks import POSITIONS
+
+    assert cell_places((3, 3)) == [POSITIONS[(c, r)] for r in range(3) for c in range(3)]
+    places = cell_places((7, 7))
+    for row in range(7):
+        for col in range(7):  # plain reference: which third the cell's centre falls in
+            third = (int((col + 0.5) / 7 * 3), int((row + 0.5) / 7 * 3))
+            assert places[row * 7 + col] == POSITIONS[third]
+    assert places[:7] == ["top left"] * 2 + ["top"] * 3 + ["top right"] * 2
 
 
 @pytest.fixture
@@ -98,6 +111,54 @@ def test_training_the_adapter_alone_makes_tokens_decode_to_their_words(model):
     assert all(torch.equal(a, b) for a, b in zip(llm_before, model.llm.parameters(), strict=True))
 
 
+def test_place_targets_add_each_cells_place_words(tiny):
+    model = tiny.model("llama", adapter="mlp2x_gelu", adapter_kwargs={"positions": 16})
+    phrases = ["background", "red circle"]
+    objective = GroundingObjective(model, phrases, 0.1, 5.0, 0.2, place_words=True)
+    table = model.llm.get_input_embeddings().weight.detach()
+
+    def word(w):
+        return table[model.tokenizer.encode(w, add_special_tokens=False)].mean(0)
+
+    assert objective.places == cell_places((4, 4))
+    assert objective.place_vocab == ["bottom", "center", "left", "right", "top"]
+    torch.testing.assert_close(objective.place_targets[0], word("top") + word("left"))
+    torch.testing.assert_close(objective.place_targets[5], word("center"))  # (1, 1)
+    assert objective.place_soft[0].tolist() == [0.0, 0.0, 0.5, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("positions", [16, 0])
+def test_place_words_are_learnt_only_with_cell_embeddings(tiny, positions):
+    """Features that say what a cell shows but not where: with the adapter's cell embeddings
+    every cell decodes to its place; without them the place cannot be told from the input."""
+    model = tiny.model("llama", adapter="mlp2x_gelu", adapter_kwargs={"positions": 16})
+    if not positions:
+        model.adapter.position = None
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # word-sized embeddings (the tiny LLM's are ~100x smaller than
+        # SmolLM2's), so the cross-entropies at scale 5 can single a word out
+        model.llm.get_input_embeddings().weight.normal_(0, 0.3, generator=gen)
+    phrases = ["background", "red circle", "blue square"]
+    objective = GroundingObjective(model, phrases, 0.1, 5.0, 0.2, place_words=True)
+    dim = model.config.vision_dim
+    codes = torch.randn(len(phrases), dim, generator=gen)
+    labels = torch.randint(0, len(phrases), (64, 16), generator=gen)
+    feats = codes[labels] + 0.1 * torch.randn(64, 16, dim, generator=gen)
+    data = GroundingData(feats.half(), labels, phrases)
+    opt = torch.optim.Adam(objective.parameters(), lr=3e-3)
+    for _ in range(200):
+        loss = objective(data.features.float(), data.labels)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = objective.word_accuracy(data)
+    assert after["word_1"] == after["word_2"] == 1.0  # what: learnt either way
+    if positions:
+        assert after["place"] == 1.0
+    else:
+        assert after["place"] < 0.3  # 9 places; nothing in the input tells them apart
+
+
 def test_build_data_labels_tokens_from_regions(model, tmp_path):
     from PIL import Image
 
@@ -134,6 +195,32 @@ def test_default_ground_recipe_then_lora_stage(tmp_path):
     assert report["tokens"] > 0 and {"word_1", "word_2"} <= set(report)
     overrides = {**data, "train.output_dir": str(tmp_path / "s8"), "model.init_from": str(ground)}
     final = train(load_recipe("default_stage8", overrides), smoke=True)
+    assert (final / "lora" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_place_ground_recipe_then_stage_ten(tmp_path):
+    """The place-grounded stage 0 reports place accuracy and saves the cell embeddings; stage 10
+    continues it with LoRA and keeps them."""
+    from safetensors.torch import load_file
+
+    from mmllm.data.generate import make_dataset
+    from mmllm.recipe import load_recipe
+    from mmllm.train import train
+
+    make_dataset(tmp_path / "train", 10, seed=1, split="train", progress=False)
+    make_dataset(tmp_path / "val", 4, seed=1, split="val", progress=False)
+    data = {"data.train": str(tmp_path / "train"), "data.eval": str(tmp_path / "val")}
+    ground = train(
+        load_recipe("default_ground_place", {**data, "train.output_dir": str(tmp_path / "g")}),
+        smoke=True,
+    )
+    report = json.loads((ground / "grounding.json").read_text())
+    assert 0 <= report["place"] <= 1
+    assert load_file(ground / "adapter.safetensors")["position.weight"].shape == (49, 576)
+    overrides = {**data, "train.output_dir": str(tmp_path / "s10"), "model.init_from": str(ground)}
+    final = train(load_recipe("default_stage10", overrides), smoke=True)
+    assert "position.weight" in load_file(final / "adapter.safetensors")
     assert (final / "lora" / "adapter_model.safetensors").is_file()
 
 
