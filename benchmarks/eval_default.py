@@ -1,5 +1,6 @@
 """Evaluate a checkpoint on a held-out split: per task, per phrasing (seen vs held out), and a few
-answers on natural photos. Writes benchmarks/results/default_model.{json,md}.
+answers on natural photos. Writes default_model.{json,md} and every answer (predictions.jsonl)
+into ``--out`` (benchmarks/results).
 
     python benchmarks/eval_default.py --model runs/default_final --data data/test
 """
@@ -65,6 +66,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "default_model.json").write_text(json.dumps(report, indent=1))
+    with (out / "predictions.jsonl").open("w") as f:  # every answer, for error analysis
+        f.writelines(json.dumps(p) + "\n" for p in result.predictions)
     lines = [
         f"# Default model on `{args.data}` (n = {result.n})",
         "",

@@ -199,9 +199,9 @@ def test_default_ground_recipe_then_lora_stage(tmp_path):
 
 
 @pytest.mark.slow
-def test_place_ground_recipe_then_stage_ten(tmp_path):
-    """The place-grounded stage 0 reports place accuracy and saves the cell embeddings; stage 10
-    continues it with LoRA and keeps them."""
+def test_place_ground_recipe_then_stages_ten_and_eleven(tmp_path):
+    """The place-grounded stage 0 reports place accuracy and saves the cell embeddings; stages
+    10 and 11 continue it with LoRA and keep them."""
     from safetensors.torch import load_file
 
     from mmllm.data.generate import make_dataset
@@ -219,9 +219,12 @@ def test_place_ground_recipe_then_stage_ten(tmp_path):
     assert 0 <= report["place"] <= 1
     assert load_file(ground / "adapter.safetensors")["position.weight"].shape == (49, 576)
     overrides = {**data, "train.output_dir": str(tmp_path / "s10"), "model.init_from": str(ground)}
-    final = train(load_recipe("default_stage10", overrides), smoke=True)
+    stage10 = train(load_recipe("default_stage10", overrides), smoke=True)
+    assert (stage10 / "lora" / "adapter_model.safetensors").is_file()
+    overrides = {**overrides, "train.output_dir": str(tmp_path / "s11")}
+    overrides["model.init_from"] = str(stage10)
+    final = train(load_recipe("default_stage11", overrides), smoke=True)
     assert "position.weight" in load_file(final / "adapter.safetensors")
-    assert (final / "lora" / "adapter_model.safetensors").is_file()
 
 
 def test_stage_zero_refuses_lora_and_token_folding_adapters(tmp_path, tiny):
