@@ -178,31 +178,17 @@ def test_build_data_labels_tokens_from_regions(model, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_ground_recipe_then_lora_stage(tmp_path):
-    """The stage-0 recipe at smoke size writes an adapter and a word-accuracy report, and
-    stage 8 continues it with LoRA."""
-    from mmllm.data.generate import make_dataset
-    from mmllm.recipe import load_recipe
-    from mmllm.train import train
-
-    make_dataset(tmp_path / "train", 10, seed=1, split="train", progress=False)
-    make_dataset(tmp_path / "val", 4, seed=1, split="val", progress=False)
-    data = {"data.train": str(tmp_path / "train"), "data.eval": str(tmp_path / "val")}
-    ground = train(
-        load_recipe("default_ground", {**data, "train.output_dir": str(tmp_path / "g")}),
-        smoke=True,
-    )
-    report = json.loads((ground / "grounding.json").read_text())
-    assert report["tokens"] > 0 and {"word_1", "word_2"} <= set(report)
-    overrides = {**data, "train.output_dir": str(tmp_path / "s8"), "model.init_from": str(ground)}
-    final = train(load_recipe("default_stage8", overrides), smoke=True)
-    assert (final / "lora" / "adapter_model.safetensors").is_file()
-
-
-@pytest.mark.slow
-def test_place_ground_recipe_then_stages_ten_and_eleven(tmp_path):
-    """The place-grounded stage 0 reports place accuracy and saves the cell embeddings; stages
-    10 and 11 continue it with LoRA and keep them."""
+@pytest.mark.parametrize(
+    ("ground_recipe", "stages"),
+    [
+        ("default_ground", ["default_stage8"]),
+        ("default_ground_place", ["default_stage10", "default_stage11"]),
+    ],
+)
+def test_ground_recipe_then_lora_stages(tmp_path, ground_recipe, stages):
+    """A stage-0 recipe at smoke size writes an adapter and a word-accuracy report (the place
+    recipe also place accuracy and the cell embeddings), and each LoRA stage continues the
+    previous one, keeping the cell embeddings."""
     from safetensors.torch import load_file
 
     from mmllm.data.generate import make_dataset
@@ -212,20 +198,24 @@ def test_place_ground_recipe_then_stages_ten_and_eleven(tmp_path):
     make_dataset(tmp_path / "train", 10, seed=1, split="train", progress=False)
     make_dataset(tmp_path / "val", 4, seed=1, split="val", progress=False)
     data = {"data.train": str(tmp_path / "train"), "data.eval": str(tmp_path / "val")}
-    ground = train(
-        load_recipe("default_ground_place", {**data, "train.output_dir": str(tmp_path / "g")}),
-        smoke=True,
-    )
-    report = json.loads((ground / "grounding.json").read_text())
-    assert 0 <= report["place"] <= 1
-    assert load_file(ground / "adapter.safetensors")["position.weight"].shape == (49, 576)
-    overrides = {**data, "train.output_dir": str(tmp_path / "s10"), "model.init_from": str(ground)}
-    stage10 = train(load_recipe("default_stage10", overrides), smoke=True)
-    assert (stage10 / "lora" / "adapter_model.safetensors").is_file()
-    overrides = {**overrides, "train.output_dir": str(tmp_path / "s11")}
-    overrides["model.init_from"] = str(stage10)
-    final = train(load_recipe("default_stage11", overrides), smoke=True)
-    assert "position.weight" in load_file(final / "adapter.safetensors")
+    recipe = load_recipe(ground_recipe, {**data, "train.output_dir": str(tmp_path / "g")})
+    places = recipe.grounding.place_words
+    previous = train(recipe, smoke=True)
+    report = json.loads((previous / "grounding.json").read_text())
+    assert report["tokens"] > 0 and {"word_1", "word_2"} <= set(report)
+    assert ("place" in report) == places
+    for stage in stages:
+        overrides = {
+            **data,
+            "train.output_dir": str(tmp_path / stage),
+            "model.init_from": str(previous),
+        }
+        previous = train(load_recipe(stage, overrides), smoke=True)
+        assert (previous / "lora" / "adapter_model.safetensors").is_file()
+    adapter = load_file(previous / "adapter.safetensors")
+    assert ("position.weight" in adapter) == places
+    if places:
+        assert adapter["position.weight"].shape == (49, 576)
 
 
 def test_stage_zero_refuses_lora_and_token_folding_adapters(tmp_path, tiny):
