@@ -91,7 +91,8 @@ def assign_cells(boxes: torch.Tensor, grid: tuple[int, int], min_cover: float) -
 def cell_places(grid: tuple[int, int]) -> list[str]:
     """Each cell's place in a 3 x 3 layout of the image (``POSITIONS`` names), from the third
     its centre falls in: on a 7 x 7 grid columns 0-1 are "left", 2-4 the middle, 5-6 "right"."""
-    centres = (cell_boxes(grid)[:, :2] + cell_boxes(grid)[:, 2:]) / 2
+    boxes = cell_boxes(grid)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     thirds = (centres * 3).long().clamp(0, 2)
     return [POSITIONS[(int(col), int(row))] for col, row in thirds]
 
@@ -261,17 +262,18 @@ class GroundingObjective(nn.Module):
         ``place`` is how often (over every cell) the place whose word distribution is nearest to
         the token's (KL divergence, as the place cross-entropy trains it) is the cell's own."""
         logits, labels, place_hits = [], [], []
+        if self.places:  # each cell's true place among the distinct places, and their targets
+            names = sorted(set(self.places))
+            truth = torch.tensor([names.index(p) for p in self.places], device=self.targets.device)
+            soft = self.place_soft[[self.places.index(n) for n in names]]  # [places, P]
+            entropy = (soft * soft.clamp_min(1e-12).log()).sum(-1)  # -H of each place
         for start in range(0, len(data), batch_size):
             lab = data.labels[start : start + batch_size].to(self.targets.device)
             out = self.project(data.features[start : start + batch_size].to(lab.device))
             logits.append(out[lab != BACKGROUND] @ self.centred.T)
             labels.append(lab[lab != BACKGROUND])
             if self.places:  # every cell: the place whose soft target is nearest (KL)
-                names = sorted(set(self.places))
-                truth = torch.tensor([names.index(p) for p in self.places], device=out.device)
-                soft = self.place_soft[[self.places.index(n) for n in names]]  # [places, P]
                 logp = (out @ self.place_centred.T * self.scale).log_softmax(-1)
-                entropy = (soft * soft.clamp_min(1e-12).log()).sum(-1)  # -H of each place
                 scores = logp @ soft.T - entropy  # -KL(place || token), [B, T, places]
                 place_hits.append((scores.argmax(-1) == truth).flatten().float())
         logits, labels = torch.cat(logits), torch.cat(labels)
