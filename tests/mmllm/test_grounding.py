@@ -66,6 +66,16 @@ def test_cell_places_are_the_thirds_of_cell_centres():
     assert places[:7] == ["top left"] * 2 + ["top"] * 3 + ["top right"] * 2
 
 
+def fit(objective, data, steps):
+    """Adam on the objective's (the adapter's) parameters, full batch."""
+    opt = torch.optim.Adam(objective.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = objective(data.features.float(), data.labels)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 @pytest.fixture
 def model(tiny):
     return tiny.model("llama", adapter="mlp2x_gelu")
@@ -98,13 +108,8 @@ def test_training_the_adapter_alone_makes_tokens_decode_to_their_words(model):
     data = GroundingData(feats.half(), labels, phrases)
     llm_before = [p.clone() for p in model.llm.parameters()]
     before = objective.word_accuracy(data)
-    opt = torch.optim.Adam(objective.parameters(), lr=3e-3)
     assert {id(p) for p in objective.parameters()} == {id(p) for p in model.adapter.parameters()}
-    for _ in range(150):
-        loss = objective(data.features.float(), data.labels)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(objective, data, steps=150)
     after = objective.word_accuracy(data)
     assert after["word_1"] == after["word_2"] == 1.0 and before["word_1"] < 0.9
     assert after["tokens"] == int((labels != BACKGROUND).sum())
@@ -146,12 +151,7 @@ def test_place_words_are_learnt_only_with_cell_embeddings(tiny, positions):
     labels = torch.randint(0, len(phrases), (64, 16), generator=gen)
     feats = codes[labels] + 0.1 * torch.randn(64, 16, dim, generator=gen)
     data = GroundingData(feats.half(), labels, phrases)
-    opt = torch.optim.Adam(objective.parameters(), lr=3e-3)
-    for _ in range(300):
-        loss = objective(data.features.float(), data.labels)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(objective, data, steps=300)
     after = objective.word_accuracy(data)
     assert after["word_1"] == after["word_2"] == 1.0  # what: learnt either way
     if positions:
