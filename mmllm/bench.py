@@ -50,6 +50,7 @@ METHODS = {
     ),
     "todre": lambda k, n, g: f"todre:{k},layer=8",
     "coverage": lambda k, n, g: f"coverage:{k}",
+    "focus": lambda k, n, g: f"focus:{k}",
 }
 
 #: The ablation of mmllm's own method (``--methods`` picks them like any method).
@@ -58,6 +59,8 @@ ABLATIONS = {
     "coverage-no-lloyd": lambda k, n, g: f"coverage:{k},iters=0",
     "coverage-spatial-2": lambda k, n, g: f"coverage:{k},spatial=2",
     "divprune+coverage-seeds": lambda k, n, g: f"coverage:{k},spatial=0,iters=0",
+    "focus-no-floor": lambda k, n, g: f"focus:{k},floor=0",
+    "focus-spatial": lambda k, n, g: f"focus:{k},spatial=0.25",
 }
 
 
@@ -102,17 +105,25 @@ def _time_reducer(model, samples, spec: str, repeats: int = 3) -> float:
     reducer = build(spec)
     if isinstance(reducer, InLLMReducer) and type(reducer).__name__ != "ToDRE":
         return 0.0  # its work happens inside prefill
+    if reducer.uses_text:
+        model.set_reduction(spec)  # the prompt's placeholders must match this budget
     processor = MMLLMProcessor.from_model(model)
-    pixels = processor([s.prompt_messages() for s in samples], [s.images for s in samples])[
-        "pixel_values"
-    ]
+    inputs = processor([s.prompt_messages() for s in samples], [s.images for s in samples])
     with torch.no_grad():
-        tokens = model.encoder(pixels)
-        reducer(tokens)
+        tokens = model.encoder(inputs["pixel_values"])
+        text = None
+        if reducer.uses_text:  # time it with the prompt it reads, as in the model's prefill
+            ids = inputs["input_ids"]
+            text = model.text_context(
+                model.llm.get_input_embeddings()(ids),
+                ids == model.image_token_id,
+                inputs.get("attention_mask"),
+            )
+        reducer(tokens, text)
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
-            reducer(tokens)
+            reducer(tokens, text)
             best = min(best, time.perf_counter() - start)
     return 1000 * best / len(samples)
 

@@ -15,6 +15,7 @@ from mmllm.reduction import coverage as _coverage  # noqa: F401
 from mmllm.reduction import divprune as _divprune  # noqa: F401
 from mmllm.reduction import dpp as _dpp  # noqa: F401
 from mmllm.reduction import evit as _evit  # noqa: F401
+from mmllm.reduction import focus as _focus  # noqa: F401
 from mmllm.reduction import importance as _importance  # noqa: F401
 from mmllm.reduction import in_llm as _in_llm  # noqa: F401
 from mmllm.reduction import kmeans as _kmeans  # noqa: F401

@@ -1,0 +1,103 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmllm.errors import MissingSideInfoError
+from mmllm.reduction import TextContext, VisualTokens, build
+from mmllm.reduction.divprune import divprune_select
+
+
+def naive_focus(
+    x: torch.Tensor, words: torch.Tensor, k: int, alpha: float, floor: float
+) -> list[int]:
+    """Plain reference for one image: ``x [N, D]`` tokens, ``words [T, D]`` text embeddings."""
+    n = x.shape[0]
+    unit = F.normalize(x, dim=-1)
+    dist = [[1.0 - float(unit[i] @ unit[j]) for j in range(n)] for i in range(n)]
+    wunit = F.normalize(words, dim=-1)
+    best = []
+    for i in range(n):
+        centred = []
+        for t in range(words.shape[0]):
+            mean = sum(float(unit[m] @ wunit[t]) for m in range(n)) / n
+            centred.append(float(unit[i] @ wunit[t]) - mean)
+        best.append(max(centred))
+    weight = [1.0 + alpha * max(b - floor, 0.0) for b in best]
+    isolation = [min(dist[i][j] for j in range(n) if j != i) * weight[i] for i in range(n)]
+    chosen = [max(range(n), key=lambda i: (isolation[i], -i))]
+    while len(chosen) < k:
+        gains = {
+            i: min(dist[i][c] for c in chosen) * weight[i] for i in range(n) if i not in chosen
+        }
+        chosen.append(max(gains, key=lambda i: (gains[i], -i)))
+    return sorted(chosen)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "alpha", "floor"), [(9, 3, 1.0, 0.0), (16, 5, 3.0, 0.15), (12, 12, 0.5, 0.3)]
+)
+def test_matches_plain_reference(n, k, alpha, floor):
+    gen = torch.Generator().manual_seed(n * k)
+    x = torch.randn(2, n, 8, generator=gen, dtype=torch.float64)
+    words = torch.randn(2, 4, 8, generator=gen, dtype=torch.float64)
+    spec = f"focus:{k},alpha={alpha},floor={floor}"
+    out = build(spec)(VisualTokens(embeds=x), TextContext(embeds=words))
+    for row in range(2):
+        assert out.index[row].tolist() == naive_focus(x[row], words[row], k, alpha, floor)
+
+
+def test_without_text_or_alpha_zero_it_is_divprune():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 49, 16, generator=gen)
+    tokens = VisualTokens(embeds=x, grid=(7, 7))
+    expected = divprune_select(x, 6)
+    assert torch.equal(build("focus:6")(tokens).index, expected)
+    text = TextContext(embeds=torch.randn(3, 5, 16, generator=gen))
+    assert torch.equal(build("focus:6,alpha=0")(tokens, text).index, expected)
+
+
+def test_the_question_word_picks_its_cell_and_template_tokens_do_not():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 20, 8, generator=gen)
+    template = x.mean(dim=1, keepdim=True).expand(1, 6, 8)  # alike to every cell
+    text = TextContext(embeds=torch.cat([template, x[:, 13:14]], dim=1))
+    out = build("focus:1,alpha=1")(VisualTokens(embeds=x), text)
+    assert out.index.tolist() == [[13]]
+
+
+def test_a_duplicate_of_a_chosen_token_is_never_taken():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 10, 8, generator=gen)
+    x[0, 4] = x[0, 3]  # token 4 is token 3 again, and both are the most relevant
+    text = TextContext(embeds=x[:, 3:4].clone())
+    out = build("focus:5,alpha=10")(VisualTokens(embeds=x), text)
+    picked = set(out.index[0].tolist())
+    assert len(picked & {3, 4}) == 1
+
+
+def test_spatial_term_spreads_look_alikes_by_place():
+    x = torch.zeros(1, 9, 4)
+    x[..., 0] = 1.0  # every cell looks the same
+    tokens = VisualTokens(embeds=x, grid=(3, 3))
+    out = build("focus:2,spatial=1")(tokens)
+    assert out.index.tolist() == [[0, 8]]  # opposite corners
+
+
+def test_keeps_index_size_and_dtype():
+    x = torch.randn(2, 16, 8).bfloat16()
+    tokens = VisualTokens(embeds=x, grid=(4, 4), size=torch.full((2, 16), 2))
+    text = TextContext(embeds=torch.randn(2, 3, 8).bfloat16())
+    out = build("focus:4,spatial=0.5")(tokens, text)
+    assert out.embeds.dtype == torch.bfloat16 and out.num_tokens == 4
+    assert torch.equal(out.embeds, x.gather(1, out.index.unsqueeze(-1).expand(-1, -1, 8)))
+    assert bool((out.size == 2).all()) and bool((out.index.diff(dim=1) > 0).all())
+
+
+def test_bad_settings_and_missing_projection_are_clear_errors():
+    with pytest.raises(ValueError, match="alpha and spatial"):
+        build("focus:4,alpha=-1")
+    with pytest.raises(ValueError, match="budget 20 is larger than the 16"):
+        build("focus:20").output_len(16)
+    tokens = VisualTokens(embeds=torch.randn(1, 10, 8))
+    with pytest.raises(MissingSideInfoError, match="width 5"):
+        build("focus:3")(tokens, TextContext(embeds=torch.randn(1, 4, 5)))
