@@ -471,7 +471,7 @@ def bench_reduction(
     methods: str = typer.Option(
         "",
         "--methods",
-        help="Comma-separated methods (default: all); 'ablation' adds coverage's ablation rows.",
+        help="Comma-separated methods (default: all); 'ablation' adds focus's and coverage's.",
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Use the first N samples."),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),

@@ -1,4 +1,8 @@
-"""Coverage merging, mmllm's own reducer and recommended default: every region survives, merged.
+"""Coverage merging, mmllm's region-merging reducer: every region survives, merged.
+
+The recommended default is ``focus`` (``reduction/focus.py``) on models whose visual tokens are
+grounded in words, like the shipped default; coverage is the choice where a text-free reducer
+must merge rather than drop (ungrounded adapters, see ``docs/reduction.md``).
 
 Pruning loses what it drops; plain feature clustering (k-means, ToMe) merges two objects that
 look alike even when they are far apart, so a count or a position is lost. ``coverage:K`` cuts
@@ -41,7 +45,7 @@ class Coverage(BaseReducer):
         default=0.5, metadata={"help": "weight of grid distance vs feature distance"}
     )
     iters: int = field(default=3, metadata={"help": "Lloyd iterations after k-center seeding"})
-    paper: ClassVar[str] = "mmllm (SLIC-style k-center + merge; recommended default)"
+    paper: ClassVar[str] = "mmllm (SLIC-style k-center + merge; text-free, merges)"
     example: ClassVar[str] = "coverage:16"
     needs: ClassVar[tuple[str, ...]] = ("embeds",)
 

@@ -329,3 +329,13 @@ def test_generate_keeps_source_positions_and_size_bias_while_decoding(
             embeds = torch.cat([embeds, lm.get_input_embeddings()(nxt)], 1)
             mask = torch.cat([mask, torch.ones_like(nxt)], 1)
             positions = torch.cat([positions, positions[:, -1:] + 1], 1)
+
+
+def test_focus_keeps_the_cells_the_question_names(conversations, images, tiny):
+    """focus runs inside the model with the prompt and keeps exactly its budget of tokens."""
+    model = tiny.model()
+    model.set_reduction("focus:4")
+    proc = MMLLMProcessor.from_model(model)
+    batch = proc(conversations, [[im] for im in images], train=True)
+    assert (batch["input_ids"] == model.image_token_id).sum(1).tolist() == [4] * len(images)
+    assert torch.isfinite(model(**batch).loss)

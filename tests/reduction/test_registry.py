@@ -110,6 +110,7 @@ CONTRACT_SPECS = {
     "recycle": "recycle:{k}",
     "kmeans": "kmeans:{k}",
     "coverage": "coverage:{k}",
+    "focus": "focus:{k}",
     "dpp": "dpp:{k}",
     "fastv": "fastv:layer=1,keep={k}",
     "pdrop": "pdrop:layers=1/2,ratios=0.5/0.25",

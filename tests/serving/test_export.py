@@ -119,7 +119,11 @@ def test_static_w8a8_scales_come_from_image_and_text_calibration(tiny, tmp_path,
 
 @pytest.mark.parametrize(
     ("reduction", "words"),
-    [("fastv:layer=1,keep=4", "inside the LLM"), ("dpp:4", "text embeddings")],
+    [
+        ("fastv:layer=1,keep=4", "inside the LLM"),
+        ("dpp:4", "text embeddings"),
+        ("focus:4", "text embeddings"),
+    ],
 )
 def test_unservable_reducers_are_refused(tiny, tmp_path, reduction, words):
     with pytest.raises(MMLLMError, match=words):

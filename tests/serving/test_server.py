@@ -46,7 +46,12 @@ def test_reduction_override_rewrites_only_the_reducer(exported):
 
 @pytest.mark.parametrize(
     ("reduction", "words"),
-    [("nosuch:3", "unknown"), ("fastv:layer=1,keep=4", "inside the LLM"), ("dpp:4", "text")],
+    [
+        ("nosuch:3", "unknown"),
+        ("fastv:layer=1,keep=4", "inside the LLM"),
+        ("dpp:4", "text"),
+        ("focus:4", "text"),
+    ],
 )
 def test_bad_reduction_fails_before_launch(exported, reduction, words):
     with pytest.raises(MMLLMError, match=words):
