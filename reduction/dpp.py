@@ -23,7 +23,6 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from mmllm.errors import MissingSideInfoError
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
@@ -85,13 +84,9 @@ class ConditionalDPP(BaseReducer):
         unit = F.normalize(tokens.embeds.float(), dim=-1)
         kernel = unit @ unit.transpose(1, 2)
         if text is not None and self.theta != 0:
-            visual = tokens.embeds if text.project is None else text.project(tokens.embeds)
-            if text.embeds.shape[-1] != visual.shape[-1]:
-                raise MissingSideInfoError(
-                    f"reducer '{self.spec}': text embeddings have width {text.embeds.shape[-1]} "
-                    f"but visual tokens {visual.shape[-1]}; give a TextContext with a `project` "
-                    "from visual features to the text space (or theta=0 for diversity only)"
-                )
+            visual = text.visual_in_text_space(
+                tokens.embeds, self.spec, "theta=0 for diversity only"
+            )
             q = torch.exp(self.theta * relevance(visual, text))
             kernel = q.unsqueeze(2) * kernel * q.unsqueeze(1)
         from mmllm.kernels.ops import dpp_greedy_map as fast_dpp  # reference: dpp_greedy_map

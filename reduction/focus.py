@@ -37,8 +37,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from mmllm.errors import MissingSideInfoError
 from mmllm.reduction.base import BaseReducer, check_budget
+from mmllm.reduction.divprune import cosine_distance
 from mmllm.reduction.kmeans import grid_positions
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
@@ -46,8 +46,7 @@ from mmllm.reduction.types import TextContext, VisualTokens
 
 def focus_distance(embeds: torch.Tensor, pos: torch.Tensor, spatial: float) -> torch.Tensor:
     """``1 - cos + spatial * |p_i - p_j|`` for ``embeds [B, N, D]`` -> ``[B, N, N]`` (float32)."""
-    unit = F.normalize(embeds.float(), dim=-1)
-    dist = 1.0 - unit @ unit.transpose(1, 2)
+    dist = cosine_distance(embeds)
     if spatial > 0:
         dist = dist + spatial * torch.cdist(pos, pos)
     return dist
@@ -127,13 +126,9 @@ class Focus(BaseReducer):
         """``1 + alpha * r`` per token, or None without text (plain max-min gains)."""
         if text is None or self.alpha == 0:
             return None
-        visual = tokens.embeds if text.project is None else text.project(tokens.embeds)
-        if text.embeds.shape[-1] != visual.shape[-1]:
-            raise MissingSideInfoError(
-                f"reducer '{self.spec}': text embeddings have width {text.embeds.shape[-1]} but "
-                f"visual tokens {visual.shape[-1]}; give a TextContext with a `project` from "
-                "visual features to the text space (or alpha=0 for no question relevance)"
-            )
+        visual = text.visual_in_text_space(
+            tokens.embeds, self.spec, "alpha=0 for no question relevance"
+        )
         return 1.0 + self.alpha * question_relevance(visual, text, self.floor)
 
     def reduce(self, tokens: VisualTokens, text: TextContext | None) -> VisualTokens:

@@ -48,6 +48,18 @@ class TextContext:
     projected: bool = False
     project: Callable[[Tensor], Tensor] | None = None
 
+    def visual_in_text_space(self, visual: Tensor, reducer: str, without: str) -> Tensor:
+        """``visual [B, N, Dv]`` through ``project`` (if any), checked against the text's width;
+        ``without`` names the reducer setting that does without text, for the error."""
+        mapped = visual if self.project is None else self.project(visual)
+        if self.embeds.shape[-1] != mapped.shape[-1]:
+            raise MissingSideInfoError(
+                f"reducer '{reducer}': text embeddings have width {self.embeds.shape[-1]} "
+                f"but visual tokens {mapped.shape[-1]}; give a TextContext with a `project` "
+                f"from visual features to the text space (or {without})"
+            )
+        return mapped
+
     def __post_init__(self) -> None:
         if self.embeds.dim() != 3:
             raise ValueError(
