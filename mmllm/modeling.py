@@ -309,14 +309,21 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         image_mask: torch.Tensor,
         attention_mask: torch.Tensor | None,
         reduction: str | None = None,
+        hidden: torch.Tensor | None = None,
     ) -> TextContext:
         """Each image's instruction: the text embeddings of the sequence it sits in (image and
-        padding positions masked out), with the adapter as the visual->text projection."""
+        padding positions masked out), with the adapter as the visual->text projection.
+
+        ``hidden`` marks further positions the reducer must not read: in training, the answer
+        tokens, so a text-reading reducer selects from the question alone, as at inference.
+        """
         per_image = self.num_image_tokens(reduction=reduction)
         rows = torch.arange(len(embeds), device=embeds.device).repeat_interleave(
             image_mask.sum(1) // per_image
         )
         text_mask = ~image_mask if attention_mask is None else (~image_mask & attention_mask.bool())
+        if hidden is not None:
+            text_mask = text_mask & ~hidden
         return TextContext(
             embeds=embeds[rows],
             mask=text_mask[rows],
@@ -331,8 +338,12 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         adapter_side: int | None = None,
         attention_mask: torch.Tensor | None = None,
         reduction: str | None = None,
+        labels: torch.Tensor | None = None,
     ) -> Prompt:
-        """Embeddings plus, for reduced images, source positions and the size bias."""
+        """Embeddings plus, for reduced images, source positions and the size bias.
+
+        ``labels`` (training): their answer positions are hidden from text-reading reducers.
+        """
         embeds = self.llm.get_input_embeddings()(input_ids)
         mask = input_ids == self.image_token_id
         n_slots = int(mask.sum())
@@ -341,7 +352,10 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
                 raise MMLLMError(f"the text has {n_slots} image placeholder tokens but no images")
             return Prompt(embeds)
         uses_text = self.reducer_for(reduction).uses_text
-        text = self.text_context(embeds, mask, attention_mask, reduction) if uses_text else None
+        text = None
+        if uses_text:
+            answers = None if labels is None else labels != -100
+            text = self.text_context(embeds, mask, attention_mask, reduction, hidden=answers)
         visual, tokens = self._encode(pixel_values, text, adapter_side, reduction)
         if visual.numel() // visual.shape[-1] != n_slots:
             raise MMLLMError(
@@ -374,7 +388,9 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
     ) -> CausalLMOutputWithPast:
         """Training / scoring pass; ``reduction`` (a before-LLM spec) overrides the configured
         reducer for this batch, as ``train.reduction_budgets`` does."""
-        prompt = self.prompt(input_ids, pixel_values, adapter_side, attention_mask, reduction)
+        prompt = self.prompt(
+            input_ids, pixel_values, adapter_side, attention_mask, reduction, labels=labels
+        )
         lm = self._causal_lm()
         with key_bias(prompt.key_bias):
             hidden = lm.get_decoder()(

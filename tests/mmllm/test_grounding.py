@@ -182,7 +182,10 @@ def test_build_data_labels_tokens_from_regions(model, tmp_path):
     ("ground_recipe", "stages"),
     [
         ("default_ground", ["default_stage8"]),
-        ("default_ground_place", ["default_stage10", "default_stage11", "default_stage12"]),
+        (
+            "default_ground_place",
+            ["default_stage10", "default_stage11", "default_stage12", "default_stage13"],
+        ),
     ],
 )
 def test_ground_recipe_then_lora_stages(tmp_path, ground_recipe, stages):

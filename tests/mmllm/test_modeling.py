@@ -105,7 +105,8 @@ def test_frozen_encoder_stays_in_eval_mode(tiny):
 
 
 def test_text_conditioned_reducer_gets_the_prompt_in_llm_space(conversations, images, tiny):
-    """dpp (CDPruner) scores relevance against the text the LLM reads, through the adapter."""
+    """dpp (CDPruner) scores relevance against the text the LLM reads, through the adapter,
+    with the answer tokens of a training batch hidden."""
     model = tiny.model()
     model.set_reduction("dpp:4,theta=5")
     proc = MMLLMProcessor.from_model(model)
@@ -121,7 +122,14 @@ def test_text_conditioned_reducer_gets_the_prompt_in_llm_space(conversations, im
     assert torch.isfinite(model(**batch).loss)
     text = seen["text"]
     ids = batch["input_ids"]
-    assert torch.equal(text.mask, (ids != model.image_token_id) & batch["attention_mask"].bool())
+    question = (ids != model.image_token_id) & batch["attention_mask"].bool()
+    answers = batch["labels"] != -100
+    assert answers.any()
+    # the reducer reads the prompt but never the answers it is trained to produce
+    assert torch.equal(text.mask, question & ~answers)
+    model.eval()
+    model(input_ids=ids, attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"])
+    assert torch.equal(seen["text"].mask, question)  # no labels: nothing to hide
     torch.testing.assert_close(text.embeds, model.llm.get_input_embeddings()(ids))
     visual = model.encoder(batch["pixel_values"]).embeds
     assert text.project(visual).shape[-1] == text.embeds.shape[-1]

@@ -262,15 +262,16 @@ def test_reduction_budgets_draw_a_reducer_per_training_batch(data, tiny):
     torch.nn.init.normal_(model.adapter.net[0].weight)
     processor = MMLLMProcessor.from_model(model)
     samples = load_dataset(data / "train")[:2]
-    budgets = ["identity", "pool:2x2", "random:3"]
+    budgets = ["identity", "pool:2x2", "random:3", "focus:3"]  # focus reads the prompt
     collate = Collator(processor, model, seed=0, budgets=budgets)
     drawn = set()
-    for _ in range(12):
+    for _ in range(16):
         batch = collate(samples)
         spec = batch["reduction"]
         drawn.add(spec)
         slots = (batch["input_ids"] == model.image_token_id).sum(1)
         assert slots.tolist() == [model.num_image_tokens(reduction=spec)] * 2
+        assert torch.isfinite(model(**batch).loss)
     assert drawn == set(budgets)
     assert model.config.reduction == "identity" and model.num_image_tokens() == 16
 
