@@ -15,11 +15,14 @@ import json
 import tempfile
 from pathlib import Path
 
+import torch
+
 from mmllm.data.dataset import load_dataset
 from mmllm.default_model import load_model
 from mmllm.serving.bench import ServerProcess
 from mmllm.serving.compare import local_answers, served_agreement
 from mmllm.serving.export import calibration_samples, export_for_vllm
+from mmllm.serving.quantization import get_preset
 from mmllm.serving.server import served_folder
 
 
@@ -53,6 +56,11 @@ def main() -> None:
                "w8a8": (static, ["--quantization", "w8a8"]),
                "w8a8-dynamic": (dynamic, ["--quantization", "w8a8-dynamic"])}  # fmt: skip
     presets = {k: v for k, v in presets.items() if wanted is None or k in wanted}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for name in [k for k in presets if k != "none" and device not in get_preset(k).devices]:
+        why = get_preset(name).why_not.get(device, f"not offered on {device}")
+        print(f"skipping {name}: {why}")
+        del presets[name]
     result_file = args.out / "serve_accuracy.json"
     previous = json.loads(result_file.read_text()) if result_file.is_file() and wanted else []
     rows = [r for r in previous if r["preset"] not in presets]

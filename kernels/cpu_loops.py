@@ -50,22 +50,27 @@ def dpp_greedy_map(kernel: np.ndarray, k: int) -> torch.Tensor:
 
     The Cholesky rows live in one ``[B, N, K]`` buffer so that a chosen item's row is
     contiguous; each step's correction is one batched matrix-vector product."""
+    from mmllm.reduction.dpp import RANK_TOL  # here: reduction imports kernels
+
     b, n, _ = kernel.shape
     rows = np.arange(b)
     c = np.zeros((b, n, k), dtype=np.float32)
     d2 = kernel[:, np.arange(n), np.arange(n)].copy()
+    tol = np.float32(RANK_TOL) * d2.max(axis=1)
     chosen = np.empty((b, k), dtype=np.int64)
     j = d2.argmax(axis=1)
     for step in range(k):
         chosen[:, step] = j
         if step == k - 1:
             break
-        dj = np.sqrt(np.maximum(d2[rows, j], np.float32(1e-12)))
+        gain = d2[rows, j]
+        dj = np.sqrt(np.maximum(gain, np.float32(1e-12)))
         e = kernel[rows, j]  # a copy
         if step:
             cj = c[rows, j, :step]  # [B, step]
             e -= np.matmul(c[:, :, :step], cj[:, :, None])[..., 0]
         e /= dj[:, None]
+        e *= (gain > tol)[:, None]  # past the kernel's rank: no update, as the reference
         c[:, :, step] = e
         d2 -= e * e
         d2[rows, j] = -np.inf

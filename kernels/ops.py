@@ -244,6 +244,8 @@ def gather_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def _dpp_greedy_map_torch(kernel: torch.Tensor, k: int) -> torch.Tensor:
     """Chen et al. (2018) Alg. 1 as the reference runs it, with the Cholesky rows in one
     preallocated ``[B, K, N]`` buffer and each step's correction as one batched matmul."""
+    from mmllm.reduction.dpp import RANK_TOL  # here: reduction imports kernels
+
     b, n, _ = kernel.shape
     kernel = kernel.float()
     flat = kernel.reshape(b * n, n)
@@ -251,18 +253,21 @@ def _dpp_greedy_map_torch(kernel: torch.Tensor, k: int) -> torch.Tensor:
     rows = torch.arange(b, device=kernel.device)
     c = kernel.new_zeros(b, k, n)
     d2 = torch.diagonal(kernel, dim1=1, dim2=2).clone()
+    tol = RANK_TOL * d2.amax(dim=1, keepdim=True)
     chosen = torch.empty(b, k, dtype=torch.long, device=kernel.device)
     j = d2.argmax(dim=1)
     for step in range(k):
         chosen[:, step] = j
         if step == k - 1:
             break
-        dj = d2.gather(1, j[:, None]).clamp_min_(1e-12).sqrt_()
+        gain = d2.gather(1, j[:, None])
+        dj = gain.clamp_min(1e-12).sqrt_()
         e = flat.index_select(0, offset + j)
         if step:
             cj = c[rows, :step, j]  # [B, step]
             e -= torch.bmm(cj.unsqueeze(1), c[:, :step]).squeeze(1)
         e /= dj
+        e *= gain > tol  # past the kernel's rank: no update, as the reference
         c[:, step] = e
         d2 -= e * e
         d2.scatter_(1, j[:, None], float("-inf"))

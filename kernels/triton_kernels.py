@@ -165,7 +165,7 @@ def query_attention(
 
 
 @triton.jit
-def _dpp_kernel(l_ptr, c_ptr, d2_ptr, out_ptr, n, k, sl_b, sl_r, sc_b, sc_r,
+def _dpp_kernel(l_ptr, c_ptr, d2_ptr, out_ptr, n, k, sl_b, sl_r, sc_b, sc_r, rank_tol,
                 BLOCK: tl.constexpr):  # fmt: skip
     b = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
@@ -173,17 +173,19 @@ def _dpp_kernel(l_ptr, c_ptr, d2_ptr, out_ptr, n, k, sl_b, sl_r, sc_b, sc_r,
     l_base = l_ptr + b.to(tl.int64) * sl_b
     c_base = c_ptr + b.to(tl.int64) * sc_b
     d2 = tl.load(d2_ptr + b * n + offs, mask=valid, other=float("-inf"))
+    tol = rank_tol * tl.max(d2, axis=0)
     for step in range(0, k):
         top = tl.max(d2, axis=0)
         j = tl.min(tl.where(d2 == top, offs, BLOCK), axis=0)
         tl.store(out_ptr + b * k + step, j)
         if step < k - 1:
-            dj = tl.sqrt(tl.maximum(tl.sum(tl.where(offs == j, d2, 0.0), axis=0), 1e-12))
+            gain = tl.sum(tl.where(offs == j, d2, 0.0), axis=0)
+            dj = tl.sqrt(tl.maximum(gain, 1e-12))
             e = tl.load(l_base + j * sl_r + offs, mask=valid, other=0.0).to(tl.float32)
             for s in range(0, step):
                 row = tl.load(c_base + s * sc_r + offs, mask=valid, other=0.0)
                 e -= tl.sum(tl.where(offs == j, row, 0.0), axis=0) * row
-            e = e / dj
+            e = tl.where(gain > tol, e / dj, 0.0)  # past the kernel's rank: no update
             tl.store(c_base + step * sc_r + offs, e, mask=valid)
             tl.debug_barrier()  # later steps read this row back
             # chosen items are -inf and stay there (-inf - e^2), as in the reference
@@ -192,11 +194,13 @@ def _dpp_kernel(l_ptr, c_ptr, d2_ptr, out_ptr, n, k, sl_b, sl_r, sc_b, sc_r,
 
 def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:
     """Same contract as :func:`mmllm.reduction.dpp.dpp_greedy_map` (sorted indices)."""
+    from mmllm.reduction.dpp import RANK_TOL  # here: reduction imports kernels
+
     bsz, n, _ = kernel.shape
     lk = kernel.float().contiguous()
     c = torch.zeros(bsz, k, n, dtype=torch.float32, device=lk.device)
     d2 = torch.diagonal(lk, dim1=1, dim2=2).contiguous()
     out = torch.empty(bsz, k, dtype=torch.int32, device=lk.device)
     _dpp_kernel[(bsz,)](lk, c, d2, out, n, k, lk.stride(0), lk.stride(1), c.stride(0),
-                        c.stride(1), BLOCK=_block(n))  # fmt: skip
+                        c.stride(1), RANK_TOL, BLOCK=_block(n))  # fmt: skip
     return out.long().sort(dim=1).values

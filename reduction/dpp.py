@@ -27,26 +27,36 @@ from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.registry import register
 from mmllm.reduction.types import TextContext, VisualTokens
 
+#: relative gain below which an item adds nothing (float32 round-off of a rank-deficient kernel)
+RANK_TOL = 1e-5
+
 
 def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:
     """Greedy MAP of a DPP with PSD ``kernel [B, N, N]``: sorted indices ``[B, K]``.
 
     Each step adds the item with the largest marginal gain in log-determinant, tracked as the
     squared Cholesky diagonal ``d2``; one vectorised update per step (Chen et al., 2018, Alg. 1).
+    Deviation: Alg. 1 stops once the best gain ``d2[j]`` is ~0 (the kernel's rank is used up);
+    a fixed budget needs K items, so from there on the Cholesky rows are not updated (their
+    correction would divide by ~0 and overflow) and the remaining picks follow the residual
+    gains left at that point. "~0" is ``RANK_TOL`` times the row's largest diagonal entry.
     """
     b, n, _ = kernel.shape
     rows = torch.arange(b, device=kernel.device)
     c = kernel.new_zeros(b, k, n)
     d2 = torch.diagonal(kernel, dim1=1, dim2=2).clone()
+    tol = RANK_TOL * d2.amax(dim=1)
     chosen = torch.empty(b, k, dtype=torch.long, device=kernel.device)
     j = d2.argmax(dim=1)
     for step in range(k):
         chosen[:, step] = j
         if step == k - 1:
             break
-        dj = d2[rows, j].clamp_min(1e-12).sqrt()
+        gain = d2[rows, j]
+        dj = gain.clamp_min(1e-12).sqrt()
         cj = c[rows, :step, j]  # [B, step]
         e = (kernel[rows, j] - torch.einsum("bs,bsn->bn", cj, c[:, :step])) / dj.unsqueeze(1)
+        e = e * (gain > tol).unsqueeze(1)  # past the kernel's rank: no update
         c[:, step] = e
         d2 = d2 - e * e
         d2[rows.unsqueeze(1), chosen[:, : step + 1]] = float("-inf")

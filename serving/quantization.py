@@ -20,7 +20,7 @@ refused before vLLM starts (a clear error at launch, not a crash at the first re
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmllm.errors import MMLLMError
@@ -35,12 +35,19 @@ class Preset:
     checkpoint_format: str | None = None  # compressed-tensors format an export writes
     static_activations: bool = False  # activation scales calibrated at export
     dtype: str | None = None  # the compute dtype vLLM requires with this preset
+    why_not: dict[str, str] = field(default_factory=dict)  # device -> why it is not offered
 
 
 PRESETS: dict[str, Preset] = {
     "fp8": Preset(
-        "fp8", "fp8 weights per channel (online)", ("cpu", "cuda"), online="fp8_per_channel",
+        "fp8", "fp8 weights per channel (online)", ("cuda",), online="fp8_per_channel",
         dtype="bfloat16",  # vLLM refuses fp8_per_channel with float32 activations
+        why_not={"cpu": (
+            "vLLM 0.32 runs per-channel fp8 on CPU through torch._scaled_mm, a reference "
+            "kernel (an 8x576x1536 GEMM: 180 ms, against 0.2 ms in bf16; minutes per token "
+            "for the default model), and its per-tensor fp8 path fails on CPU builds; "
+            "use --quantization w8a8 (int8) on CPU"
+        )},
     ),
     "w8a8": Preset(
         "w8a8", "int8 weights + int8 activations, static scales calibrated on images + text",
@@ -62,6 +69,32 @@ def get_preset(name: str) -> Preset:
     return PRESETS[key]
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Sapphire Rapids or newer), where vLLM swaps kernels."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def compute_dtype(preset: Preset | None, device: str, checkpoint_format: str | None) -> str:
+    """The activation dtype to serve with: fp32 on CPU (local chat runs fp32, so answers
+    match), bf16 on GPU, or what the preset's vLLM kernel needs. On AMX CPUs vLLM runs int8
+    layers on its AMX kernel, which only takes bf16/fp16 activations, so int8 presets serve
+    in bf16 there rather than fail at the first request. ``checkpoint_format`` is the
+    served folder's own quantization (an exported int8 folder served without a preset)."""
+    if preset is not None and preset.dtype:
+        return preset.dtype
+    if device != "cpu":
+        return "bfloat16"
+    int8 = checkpoint_format == "int-quantized" or (
+        preset is not None and preset.checkpoint_format == "int-quantized"
+    )
+    if int8 and cpu_has_amx():
+        return "bfloat16"
+    return "float32"
+
+
 def checkpoint_quantization(folder: Path) -> str | None:
     """The compressed-tensors format of an exported folder, or None if it is not quantized."""
     config = json.loads((folder / "config.json").read_text())
@@ -73,9 +106,10 @@ def resolve_preset(name: str, device: str, folder: Path) -> list[str]:
     """vLLM arguments for preset ``name`` on ``device`` serving ``folder`` (or a clear error)."""
     preset = get_preset(name)
     if device not in preset.devices:
+        why = preset.why_not.get(device)
         raise MMLLMError(
             f"quantization preset {preset.name!r} does not run on {device}; "
-            f"it needs one of: {', '.join(preset.devices)}"
+            f"it needs one of: {', '.join(preset.devices)}" + (f" ({why})" if why else "")
         )
     have = checkpoint_quantization(folder)
     if preset.online:

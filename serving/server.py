@@ -23,7 +23,12 @@ from pathlib import Path
 
 from mmllm.errors import MMLLMError
 from mmllm.serving.guard import MAX_BODY_ENV
-from mmllm.serving.quantization import get_preset, resolve_preset
+from mmllm.serving.quantization import (
+    checkpoint_quantization,
+    compute_dtype,
+    get_preset,
+    resolve_preset,
+)
 from mmllm.serving.spec import ARCHITECTURE, CONFIG_KEY, ServedSpec, check_servable_reduction
 
 #: An allow-list entry no host can match: vLLM then refuses every http(s) image URL with a 4xx
@@ -128,11 +133,10 @@ def vllm_command(opts: ServeOptions, folder: Path | None = None) -> list[str]:
         "--pipeline-parallel-size", str(opts.pipeline_parallel_size),
         "--middleware", "mmllm.serving.guard.RequestGuard",
     ]  # fmt: skip
-    # fp32 on CPU: local chat runs fp32 (same answers); a preset may need another dtype
     dtype = opts.dtype
     if dtype == "auto":
         preset = get_preset(opts.quantization) if opts.quantization else None
-        dtype = (preset and preset.dtype) or ("float32" if device == "cpu" else "bfloat16")
+        dtype = compute_dtype(preset, device, checkpoint_quantization(folder))
     cmd += ["--dtype", dtype]
     if opts.data_parallel_size > 1:
         cmd += ["--data-parallel-size", str(opts.data_parallel_size)]

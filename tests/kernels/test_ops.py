@@ -3,6 +3,7 @@ included), values within float32 rounding, B > 1, odd sizes, fp32 and bf16. The 
 run under TRITON_INTERPRET=1 on CPU at small sizes (on a GPU machine: the gpu tests)."""
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -147,6 +148,18 @@ def dpp_kernel(b, n, d, seed=0, ties=False):
 def test_dpp_greedy_map(kernel_backend, b, n, k):
     kernel = dpp_kernel(b, n, 24)
     assert torch.equal(ops.dpp_greedy_map(kernel, k), ref_dpp(kernel, k))
+
+
+@pytest.mark.parametrize("k", [12, 20])
+def test_dpp_past_the_kernel_rank(kernel_backend, k):
+    """A rank-2 kernel runs out of gain after two picks: every backend still returns k distinct
+    items, the same ones as the reference, with no overflow on the way."""
+    kernel = dpp_kernel(2, 20, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy overflow warnings become failures
+        got = ops.dpp_greedy_map(kernel, k)
+    assert torch.equal(got, ref_dpp(kernel, k))
+    assert all(len(set(row.tolist())) == k for row in got)
 
 
 def test_reference_backend_is_the_reference(monkeypatch):

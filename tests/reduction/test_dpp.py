@@ -34,6 +34,22 @@ def test_matches_naive_determinant_greedy(n, k):
         assert got[row].tolist() == naive_greedy_det(kernel[row], k)
 
 
+def test_picks_past_the_kernel_rank_are_distinct_and_follow_residual_gain():
+    """Alg. 1 stops when no item adds gain; with a fixed budget the greedy picks go on past the
+    kernel's rank without updating the (zero-gain) Cholesky rows: distinct items, finite, and
+    the first picks are the full-rank greedy's."""
+    gen = torch.Generator().manual_seed(3)
+    unit = torch.nn.functional.normalize(torch.randn(2, 16, 3, generator=gen), dim=-1)
+    q = torch.rand(2, 16, generator=gen) + 0.5
+    kernel = q[:, :, None] * (unit @ unit.transpose(1, 2)) * q[:, None, :]
+    got = dpp_greedy_map(kernel, 16)
+    assert torch.equal(got, torch.arange(16).expand(2, 16))  # all 16, each once
+    first3 = dpp_greedy_map(kernel.double(), 3)
+    for row in range(2):
+        assert first3[row].tolist() == naive_greedy_det(kernel[row], 3)
+        assert set(first3[row].tolist()) <= set(got[row].tolist())
+
+
 def test_relevance_pulls_towards_the_instruction():
     torch.manual_seed(0)
     x = torch.randn(1, 30, 8)

@@ -93,20 +93,41 @@ def test_scale_out_arguments_reach_vllm(exported):
         vllm_command(ServeOptions(nnodes=2), exported)
 
 
-def test_quantization_presets(exported, exported_int8):
-    assert resolve_preset("fp8", "cpu", exported) == ["--quantization", "fp8_per_channel"]
+def test_quantization_presets(exported, exported_int8, monkeypatch):
+    from mmllm.serving import server
+
+    assert resolve_preset("fp8", "cuda", exported) == ["--quantization", "fp8_per_channel"]
+    with pytest.raises(MMLLMError, match=r"does not run on cpu.*reference kernel.*w8a8"):
+        resolve_preset("fp8", "cpu", exported)  # says why, and what to use instead
     assert resolve_preset("int8", "cpu", exported_int8) == []  # vLLM reads the checkpoint
     with pytest.raises(MMLLMError, match="mmllm export"):
         resolve_preset("w8a8", "cpu", exported)  # needs a quantized export
     with pytest.raises(MMLLMError, match="already quantized"):
-        resolve_preset("fp8", "cpu", exported_int8)
+        resolve_preset("fp8", "cuda", exported_int8)
     with pytest.raises(MMLLMError, match="does not run on tpu"):
         resolve_preset("fp8", "tpu", exported)
     with pytest.raises(MMLLMError, match="unknown quantization preset"):
         resolve_preset("nf3", "cpu", exported)
+    monkeypatch.setattr(server, "_device", lambda: "cuda")
     cmd = vllm_command(ServeOptions(quantization="fp8"), exported)
     assert arg(cmd, "--quantization") == "fp8_per_channel"
     assert arg(cmd, "--dtype") == "bfloat16"  # vLLM refuses fp8 with float32
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_int8_serves_in_bf16_on_amx_cpus(exported_int8, monkeypatch, amx):
+    """vLLM's AMX int8 kernel takes only bf16/fp16 activations: on AMX CPUs an int8 checkpoint,
+    with or without the preset named, serves in bf16; elsewhere in fp32 like local chat."""
+    from mmllm.serving import quantization
+
+    monkeypatch.setattr(quantization, "cpu_has_amx", lambda: amx)
+    want = "bfloat16" if amx else "float32"
+    for opts in (ServeOptions(quantization="w8a8-dynamic"), ServeOptions()):
+        assert arg(vllm_command(opts, exported_int8), "--dtype") == want
+    assert quantization.compute_dtype(None, "cpu", None) == "float32"  # plain models: fp32
+    assert quantization.compute_dtype(None, "cuda", "int-quantized") == "bfloat16"
+    cmd = vllm_command(ServeOptions(quantization="int8", dtype="float16"), exported_int8)
+    assert arg(cmd, "--dtype") == "float16"  # an explicit --dtype wins
 
 
 def test_serve_dry_run_prints_the_command(exported, capsys):

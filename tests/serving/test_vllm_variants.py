@@ -6,11 +6,13 @@ import pytest
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 #: minimum share of greedy answers equal to local fp32 chat. The LoRA served by vLLM is the same
-#: math as local chat. Quantized presets are a smoke check here: the shipped model's answers are
-#: near-ties (24% accuracy), so int8/fp8 rounding flips many of them while accuracy holds
-#: (benchmarks/results/serve_accuracy.md, 200 samples: w8a8 22.5% agreement at 22.0% accuracy,
-#: w8a8-dynamic 53.5% at 24.5%, fp32 23.5%); accuracy per preset is the benchmark's job.
+#: math as local chat. Quantized presets are a smoke check here: many of the model's answers are
+#: near-ties, so int8/fp8 rounding flips some of them while accuracy holds (measured on an older
+#: default model, benchmarks/results/serve_accuracy.md); accuracy per preset is the benchmark's
+#: job. On AMX CPUs int8 serves in bf16 (vLLM's AMX int8 kernel needs it), not fp32. fp8 is a
+#: GPU preset: vLLM's CPU fp8 path is a reference kernel (serving/quantization.py).
 VARIANTS = {"fp8": 0.1, "w8a8": 0.1, "lora": 0.9}
+GPU_ONLY = {"fp8"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,9 @@ def served(variant: str, tmp_path):
     return ServerProcess(folder, None, tmp_path / "lora.log")
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize(
+    "variant", [pytest.param(v, marks=pytest.mark.gpu) if v in GPU_ONLY else v for v in VARIANTS]
+)
 def test_variant_answers_like_local_chat(variant, heldout, local_model, tmp_path):
     from mmllm.serving.compare import served_agreement
 
