@@ -17,6 +17,8 @@ import json
 import math
 import platform
 import resource
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -266,6 +268,7 @@ def _write(rows: list[dict], out: Path, samples) -> None:
     ]
     blind = next((r for r in rows if r["method"] == WRONG_IMAGE), None)
     lines = [
+        f"Command (the latest run; `--append` runs add rows): `{_command()}`  ",
         f"Machine: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; "
         f"n = {rows[0]['n']} held-out samples.",
@@ -295,6 +298,13 @@ def _write(rows: list[dict], out: Path, samples) -> None:
         lines.append("| " + " | ".join(cells) + " |")
     (out / "reduction.md").write_text("\n".join(lines) + "\n")
     _plot(rows, out / "reduction.png")
+
+
+def _command() -> str:
+    """How this run was started, for the table's header (``mmllm ...`` when run by the CLI)."""
+    if Path(sys.argv[0]).name == "mmllm":
+        return shlex.join(["mmllm", *sys.argv[1:]])
+    return shlex.join([Path(sys.executable).name, *sys.argv])
 
 
 def _info_kept(row: dict, blind: dict | None) -> str:
