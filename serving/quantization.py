@@ -82,15 +82,13 @@ def compute_dtype(preset: Preset | None, device: str, checkpoint_format: str | N
     match), bf16 on GPU, or what the preset's vLLM kernel needs. On AMX CPUs vLLM runs int8
     layers on its AMX kernel, which only takes bf16/fp16 activations, so int8 presets serve
     in bf16 there rather than fail at the first request. ``checkpoint_format`` is the
-    served folder's own quantization (an exported int8 folder served without a preset)."""
+    served folder's own quantization: an int8 preset serves only an int8 folder
+    (:func:`resolve_preset`), so the folder alone says whether the layers are int8."""
     if preset is not None and preset.dtype:
         return preset.dtype
     if device != "cpu":
         return "bfloat16"
-    int8 = checkpoint_format == "int-quantized" or (
-        preset is not None and preset.checkpoint_format == "int-quantized"
-    )
-    if int8 and cpu_has_amx():
+    if checkpoint_format == "int-quantized" and cpu_has_amx():
         return "bfloat16"
     return "float32"
 
