@@ -184,7 +184,13 @@ def test_build_data_labels_tokens_from_regions(model, tmp_path):
         ("default_ground", ["default_stage8"]),
         (
             "default_ground_place",
-            ["default_stage10", "default_stage11", "default_stage12", "default_stage13"],
+            [
+                "default_stage10",
+                "default_stage11",
+                "default_stage12",
+                "default_stage13",
+                "default_stage14",
+            ],
         ),
     ],
 )
