@@ -4,7 +4,12 @@ Prefill time is one forward pass over the prompt (encoder, reducer, adapter and 
 prompt positions, vocabulary projection on the last one); vision time is the encoder, reducer and
 adapter alone (timed in a separate call, so prefill minus vision is the LLM's part); total time
 is greedy generation of the whole answer. All per sample (batch time / batch size) after one
-warm-up batch. ``prompt_tokens`` is the mean prompt length the LLM receives.
+untimed warm-up batch. ``prompt_tokens`` is the mean prompt length the LLM receives.
+
+Batches are formed from samples sorted by prompt length, so a batch is left-padded only to
+prompts of about its own length: the timed compute is then close to the unpadded token count
+that the ideal speed-up of a reduction is computed from. Predictions come back in the order of
+``samples``, so two runs on the same samples pair row by row.
 
 With ``answer_nll=True`` each sample is also scored by the mean negative log-likelihood per token
 of its reference answer (teacher forced, same positions and in-LLM drops as decoding): a
@@ -49,9 +54,10 @@ class EvalResult:
         return out
 
 
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _length_batches(lengths: list[int], size: int) -> list[list[int]]:
+    """Indices of the samples, sorted by prompt length (ties keep their order), in batches."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 @torch.no_grad()
@@ -73,13 +79,18 @@ def evaluate(
     model.eval()
     correct: dict[str, list[bool]] = defaultdict(list)
     nlls: dict[str, list[float]] = defaultdict(list)
-    predictions = []
     prefill_s = total_s = vision_s = 0.0
-    timed = prompt_tokens = 0
-    batches = list(_batches(samples, batch_size))
-    for i, batch in enumerate(
-        tqdm(batches, desc=f"eval {model.config.reduction}", disable=not progress)
-    ):
+    prompt_tokens = 0
+    lengths = [processor.prompt_length(s.prompt_messages()) for s in samples]
+    batches = _length_batches(lengths, batch_size)
+    predictions: list[dict | None] = [None] * len(samples)
+    if batches:  # warm-up, untimed: first calls allocate and pick kernels
+        warm = [samples[j] for j in batches[0]]
+        inputs = processor([s.prompt_messages() for s in warm], [s.images for s in warm])
+        model.prefill_logits(inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"])
+        model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    for rows in tqdm(batches, desc=f"eval {model.config.reduction}", disable=not progress):
+        batch = [samples[j] for j in rows]
         inputs = processor([s.prompt_messages() for s in batch], [s.images for s in batch])
         start = time.perf_counter()
         model.prefill_logits(inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"])
@@ -90,18 +101,15 @@ def evaluate(
         prompt_tokens += int(inputs["attention_mask"].sum())
         start = time.perf_counter()
         ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        total = time.perf_counter() - start
-        if i > 0 or len(batches) == 1:  # first batch is the warm-up
-            prefill_s += prefill
-            total_s += total
-            vision_s += vision
-            timed += len(batch)
+        total_s += time.perf_counter() - start
+        prefill_s += prefill
+        vision_s += vision
         scores = [None] * len(batch)
         if answer_nll:
             answers, answer_mask = processor.answer_ids([s.messages for s in batch])
             scores = model.answer_nll(**inputs, answer_ids=answers, answer_mask=answer_mask)
             scores = scores.tolist()
-        for sample, answer, nll in zip(batch, processor.decode(ids), scores, strict=True):
+        for j, sample, answer, nll in zip(rows, batch, processor.decode(ids), scores, strict=True):
             ok = exact_match(answer, sample.answer or "")
             correct[sample.task].append(ok)
             prediction = {
@@ -114,7 +122,7 @@ def evaluate(
             if nll is not None:
                 nlls[sample.task].append(nll)
                 prediction["answer_nll"] = nll
-            predictions.append(prediction)
+            predictions[j] = prediction
     per_task = {task: sum(v) / len(v) for task, v in sorted(correct.items())}
     n = sum(len(v) for v in correct.values())
     return EvalResult(
@@ -123,10 +131,10 @@ def evaluate(
         per_task=per_task,
         n=n,
         visual_tokens=model.num_image_tokens(),
-        prefill_ms=1000 * prefill_s / max(timed, 1),
-        total_ms=1000 * total_s / max(timed, 1),
+        prefill_ms=1000 * prefill_s / max(n, 1),
+        total_ms=1000 * total_s / max(n, 1),
         prompt_tokens=prompt_tokens / max(n, 1),
-        vision_ms=1000 * vision_s / max(timed, 1),
+        vision_ms=1000 * vision_s / max(n, 1),
         answer_nll=sum(sum(v) for v in nlls.values()) / max(n, 1) if answer_nll else None,
         per_task_nll={t: sum(v) / len(v) for t, v in sorted(nlls.items())} if answer_nll else None,
         predictions=predictions,

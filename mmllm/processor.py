@@ -127,6 +127,10 @@ class MMLLMProcessor:
             self.image_token, self.image_token * (image_seq_len or self.image_seq_len)
         )
 
+    def prompt_length(self, messages: Sequence[dict], image_seq_len: int | None = None) -> int:
+        """Tokens of the generation prompt for ``messages`` (what ``__call__`` gives one row)."""
+        return len(self._ids(self.render(messages, True, image_seq_len)))
+
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
