@@ -145,7 +145,7 @@ def run_reduction_bench(
     side = model.encoder.grid[0]
     base_spec = model.config.reduction
     full = evaluate(model, samples, base_spec, batch_size, answer_nll=True)
-    full_row = _row("full", base_spec, full, full, 0.0)
+    full_row = _row("full", base_spec, full, full, 0.0) | {"batch_size": batch_size}
     if append:
         rows = [r for r in _stored_rows(out, full_row) if r["method"] not in methods]
     else:
@@ -178,6 +178,7 @@ def _stored_rows(out: Path, full_row: dict) -> list[dict]:
     same = (
         stored is not None
         and stored["n"] == full_row["n"]
+        and stored.get("batch_size", 8) == full_row["batch_size"]
         and stored["overall"] == full_row["overall"]
         and abs(stored["answer_nll"] - full_row["answer_nll"]) < 1e-3
         and all(
@@ -188,7 +189,8 @@ def _stored_rows(out: Path, full_row: dict) -> list[dict]:
     if not same:
         raise MMLLMError(
             f"{path} was made with another model or other samples (its full-token row does not "
-            "match this run's); use the same --model, --data and --limit, or a new --out"
+            "match this run's); use the same --model, --data, --limit and --batch-size, "
+            "or a new --out"
         )
     return rows
 
@@ -271,7 +273,8 @@ def _write(rows: list[dict], out: Path, samples) -> None:
         f"Command (the latest run; `--append` runs add rows): `{_command()}`  ",
         f"Machine: {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"n = {rows[0]['n']} held-out samples.",
+        f"n = {rows[0]['n']} held-out samples, {rows[0].get('batch_size', 8)} per forward "
+        "(batches of similar prompt length).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -475,6 +475,9 @@ def bench_reduction(
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Use the first N samples."),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Output folder."),
+    batch_size: int = typer.Option(
+        8, "--batch-size", min=1, help="Samples per forward (timings are per sample)."
+    ),
     append: bool = typer.Option(
         False,
         "--append",
@@ -494,7 +497,7 @@ def bench_reduction(
     if unknown:
         raise MMLLMError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}")
     samples = load_dataset(data)[:limit]
-    run_reduction_bench(load_model(model), samples, chosen, out, append=append)
+    run_reduction_bench(load_model(model), samples, chosen, out, batch_size, append=append)
     console.print((out / "reduction.md").read_text())
 
 

@@ -45,6 +45,7 @@ def test_bench_writes_table_json_and_plot(tmp_path, tiny):
     table = (tmp_path / "out" / "reduction.md").read_text()
     assert "| divprune |" in table
     assert table.startswith("Command (the latest run") and "Machine:" in table
+    assert "2 per forward" in table and rows[0]["batch_size"] == 2
     half = rows[2]  # random at 50%: fewer prompt tokens, an ideal speed-up above 1
     assert half["prompt_tokens"] < rows[0]["prompt_tokens"]
     assert half["ideal_speedup"] == rows[0]["prompt_tokens"] / half["prompt_tokens"] > 1
