@@ -54,7 +54,7 @@ class EvalResult:
         return out
 
 
-def _length_batches(lengths: list[int], size: int) -> list[list[int]]:
+def length_sorted_batches(lengths: list[int], size: int) -> list[list[int]]:
     """Indices of the samples, sorted by prompt length (ties keep their order), in batches."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     return [order[i : i + size] for i in range(0, len(order), size)]
@@ -82,7 +82,7 @@ def evaluate(
     prefill_s = total_s = vision_s = 0.0
     prompt_tokens = 0
     lengths = [processor.prompt_length(s.prompt_messages()) for s in samples]
-    batches = _length_batches(lengths, batch_size)
+    batches = length_sorted_batches(lengths, batch_size)
     predictions: list[dict | None] = [None] * len(samples)
     if batches:  # warm-up, untimed: first calls allocate and pick kernels
         warm = [samples[j] for j in batches[0]]

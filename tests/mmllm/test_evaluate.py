@@ -2,14 +2,14 @@ import pytest
 
 from mmllm.data.dataset import load_dataset
 from mmllm.data.generate import make_dataset
-from mmllm.evaluate import _length_batches, evaluate
+from mmllm.evaluate import evaluate, length_sorted_batches
 
 
-def test_length_batches_sort_by_length_and_keep_ties_in_order():
+def testlength_sorted_batches_sort_by_length_and_keep_ties_in_order():
     lengths = [5, 3, 9, 3, 5, 1]
-    assert _length_batches(lengths, 2) == [[5, 1], [3, 0], [4, 2]]
-    assert sorted(i for b in _length_batches(lengths, 4) for i in b) == list(range(6))
-    assert _length_batches([], 8) == []
+    assert length_sorted_batches(lengths, 2) == [[5, 1], [3, 0], [4, 2]]
+    assert sorted(i for b in length_sorted_batches(lengths, 4) for i in b) == list(range(6))
+    assert length_sorted_batches([], 8) == []
 
 
 def test_predictions_come_back_in_sample_order_whatever_the_batching(tmp_path, tiny):
