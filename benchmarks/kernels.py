@@ -5,10 +5,13 @@
 Each row: the operation at one shape, the plain reference (``mmllm.reduction``) and the fast path
 the reducers use by default (Triton on CUDA, vectorised torch/NumPy on CPU), wall times
 (minimum, median beside it; reference and fast path timed in alternating rounds), the speed-up,
+on CUDA also the vectorised torch path (``torch_ms``: what ``MMLLM_KERNELS=torch`` runs there),
 the bytes the fast path must at least move, the bandwidth that implies, and the memory-bandwidth
 floor (bytes / peak bandwidth) so the gap to the physical limit is visible.
 Peak bandwidth: the device's datasheet figure on known GPUs, else a measured large copy.
-Shapes too slow for a CPU (the product B*N*N*D above a cap) are listed as skipped.
+Shapes too slow for a CPU (the product B*N*N*D above a cap) are listed as skipped. A case that
+raises is recorded with its error and the run goes on (one broken kernel must not cost the
+other rows of a scarce GPU run); with ``--out`` the JSON is rewritten after every row.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import platform
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from mmllm.kernels import ops
+from mmllm.kernels.dispatch import use
 from mmllm.reduction import VisualTokens
 from mmllm.reduction.divprune import divprune_select
 from mmllm.reduction.dpp import dpp_greedy_map
@@ -44,29 +49,36 @@ def sync(device: torch.device) -> None:
 
 def timed(fn: Callable[[], object], device: torch.device, min_s: float = 0.3) -> float:
     """Minimum milliseconds of ``fn`` over repeated calls after a warm-up."""
-    return timed_pair(fn, fn, device, min_s)[0]["min"]
+    return timed_rounds([fn], device, min_s)[0]["min"]
 
 
-def timed_pair(
-    ref: Callable[[], object], fast: Callable[[], object], device: torch.device, min_s: float = 1.0
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Minimum and median milliseconds of ``ref`` and ``fast``, timed in alternating rounds of 3
-    calls each (after a warm-up), so drift of a shared machine hits both sides alike; at least
+def timed_rounds(
+    fns: list[Callable[[], object]], device: torch.device, min_s: float = 1.0
+) -> list[dict[str, float]]:
+    """Minimum and median milliseconds of each of ``fns``, timed in alternating rounds of 3
+    calls each (after a warm-up), so drift of a shared machine hits every side alike; at least
     3 rounds, more while under ``min_s``."""
-    ref(), fast()
+    for fn in fns:
+        fn()
     sync(device)
-    times: tuple[list[float], list[float]] = ([], [])
+    times: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
     while len(times[0]) < 9 or (time.perf_counter() - start < min_s and len(times[0]) < 150):
-        for fn, out in ((ref, times[0]), (fast, times[1])):
+        for fn, out in zip(fns, times, strict=True):
             for _ in range(3):
                 t = time.perf_counter()
                 fn()
                 sync(device)
                 out.append(time.perf_counter() - t)
-    return tuple(  # type: ignore[return-value]
-        {"min": 1000 * min(t), "median": 1000 * statistics.median(t)} for t in times
-    )
+    return [{"min": 1000 * min(t), "median": 1000 * statistics.median(t)} for t in times]
+
+
+def with_backend(choice: str, fn: Callable[[], object]) -> Callable[[], object]:
+    def call():
+        with use(choice):
+            return fn()
+
+    return call
 
 
 def peak_gbps(device: torch.device) -> tuple[float, str]:
@@ -117,7 +129,32 @@ def cases(b: int, n: int, d: int, device: torch.device):
            lambda: ops.dpp_greedy_map(kernel, k_keep), dpp_bytes)  # fmt: skip
 
 
-def run(device: torch.device, grid: dict, progress: bool) -> tuple[list[dict], dict]:
+def measure(ref, fast, nbytes: int, gbps: float, device: torch.device) -> dict:
+    """One row's numbers: reference vs the default fast path (and, on CUDA, the torch path)."""
+    fns = [ref, fast] + ([with_backend("torch", fast)] if device.type == "cuda" else [])
+    timings = timed_rounds(fns, device, min_s=1.0 if device.type == "cpu" else 0.4)
+    ref_t, fast_t = timings[0], timings[1]
+    ref_ms, fast_ms = ref_t["min"], fast_t["min"]
+    floor_ms = nbytes / (gbps * 1e9) * 1000
+    row = {
+        "ref_ms": round(ref_ms, 3), "fast_ms": round(fast_ms, 3),
+        "speedup": round(ref_ms / fast_ms, 2),
+        "ref_median_ms": round(ref_t["median"], 3),
+        "fast_median_ms": round(fast_t["median"], 3),
+        "speedup_median": round(ref_t["median"] / fast_t["median"], 2),
+        "MB_moved": round(nbytes / 1e6, 2),
+        "fast_GBps": round(nbytes / (fast_ms / 1000) / 1e9, 1),
+        "floor_ms": round(floor_ms, 4),
+        "x_floor": round(fast_ms / floor_ms, 1),
+    }  # fmt: skip
+    if len(timings) > 2:
+        row["torch_ms"] = round(timings[2]["min"], 3)
+    return row
+
+
+def run(
+    device: torch.device, grid: dict, progress: bool, on_row: Callable | None = None
+) -> tuple[list[dict], dict]:
     gbps, source = peak_gbps(device)
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
@@ -136,51 +173,60 @@ def run(device: torch.device, grid: dict, progress: bool) -> tuple[list[dict], d
                     rows.append({"op": "*", "B": b, "N": n, "D": d, "skipped": "CPU time"})
                     continue
                 for op, ref, fast, nbytes in cases(b, n, d, device):
-                    ref_t, fast_t = timed_pair(ref, fast, device)
-                    ref_ms, fast_ms = ref_t["min"], fast_t["min"]
-                    floor_ms = nbytes / (gbps * 1e9) * 1000
-                    row = {
-                        "op": op, "B": b, "N": n, "D": d,
-                        "ref_ms": round(ref_ms, 3), "fast_ms": round(fast_ms, 3),
-                        "speedup": round(ref_ms / fast_ms, 2),
-                        "ref_median_ms": round(ref_t["median"], 3),
-                        "fast_median_ms": round(fast_t["median"], 3),
-                        "speedup_median": round(ref_t["median"] / fast_t["median"], 2),
-                        "MB_moved": round(nbytes / 1e6, 2),
-                        "fast_GBps": round(nbytes / (fast_ms / 1000) / 1e9, 1),
-                        "floor_ms": round(floor_ms, 4),
-                        "x_floor": round(fast_ms / floor_ms, 1),
-                    }  # fmt: skip
+                    row = {"op": op, "B": b, "N": n, "D": d}
+                    try:
+                        row.update(measure(ref, fast, nbytes, gbps, device))
+                    except Exception as err:  # recorded, not hidden: the row says what broke
+                        row["error"] = f"{type(err).__name__}: {err}"[:500]
+                        traceback.print_exc()
                     rows.append(row)
                     if progress:
                         print(json.dumps(row), flush=True)
+                    if on_row is not None:
+                        on_row(rows, meta)
     return rows, meta
 
 
 def markdown(rows: list[dict], meta: dict, command: str) -> str:
+    torch_col = any("torch_ms" in r for r in rows)
+    extra_head, extra_rule = (" torch ms |", "---|") if torch_col else ("", "")
     lines = [
         f"# Kernels: reference vs fast path on {meta['device']}",
         "",
         f"Command: `{command}`; fast backend: {meta['fast_backend']}; torch {meta['torch']}; "
         f"{meta['threads']} torch threads; peak bandwidth {meta['peak_GBps']} GB/s "
         f"({meta['peak_source']}). Times: minimum over repeated calls (speed-up of the medians "
-        "beside it).",
+        "beside it)."
+        + (" torch ms: the vectorised torch path on the same device." if torch_col else ""),
         "",
-        "| op | B | N | D | ref ms | fast ms | speed-up | (medians) | MB moved | fast GB/s "
-        "| floor ms | x floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| op | B | N | D | ref ms | fast ms | speed-up | (medians) |"
+        + extra_head
+        + " MB moved | fast GB/s | floor ms | x floor |",
+        "|---|---|---|---|---|---|---|---|" + extra_rule + "---|---|---|---|",
     ]
+    blank = " |" * (9 if torch_col else 8)
     for r in rows:
+        shape = f"| {r['B']} | {r['N']} | {r['D']} |"
         if "skipped" in r:
-            lines.append(f"| (all) | {r['B']} | {r['N']} | {r['D']} | skipped: {r['skipped']} "
-                         "| | | | | | | |")  # fmt: skip
+            lines.append(f"| (all) {shape} skipped: {r['skipped']} |" + blank[2:])
             continue
+        if "error" in r:
+            lines.append(f"| {r['op']} {shape} error: {r['error'][:120]} |" + blank[2:])
+            continue
+        torch_cell = f" {r['torch_ms']} |" if torch_col else ""
         lines.append(
-            f"| {r['op']} | {r['B']} | {r['N']} | {r['D']} | {r['ref_ms']} | {r['fast_ms']} "
-            f"| {r['speedup']}x | {r['speedup_median']}x | {r['MB_moved']} | {r['fast_GBps']} "
-            f"| {r['floor_ms']} | {r['x_floor']} |"
+            f"| {r['op']} {shape} {r['ref_ms']} | {r['fast_ms']} "
+            f"| {r['speedup']}x | {r['speedup_median']}x |{torch_cell} {r['MB_moved']} "
+            f"| {r['fast_GBps']} | {r['floor_ms']} | {r['x_floor']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def write(out: Path, device: torch.device, rows: list[dict], meta: dict, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"kernels_{device.type}"
+    stem.with_suffix(".md").write_text(markdown(rows, meta, command))
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 
 def main() -> None:
@@ -194,19 +240,21 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     torch.set_grad_enabled(False)
-    rows, meta = run(device, QUICK if args.quick else FULL, progress=not args.json)
     command = (
         "python benchmarks/kernels.py --device " + args.device + (" --quick" if args.quick else "")
     )
+
+    def on_row(rows: list[dict], meta: dict) -> None:
+        if args.out is not None:
+            write(args.out, device, rows, meta, command)
+
+    rows, meta = run(device, QUICK if args.quick else FULL, not args.json, on_row)
     if args.json:
         print(json.dumps(rows))
     else:
         print(markdown(rows, meta, command))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / f"kernels_{device.type}"
-        stem.with_suffix(".md").write_text(markdown(rows, meta, command))
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        write(args.out, device, rows, meta, command)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@
 vectorised torch path otherwise), ``torch``, ``triton`` (forced; on CPU only under
 ``TRITON_INTERPRET=1``, set before Triton is first imported: how CI tests the kernels) or
 ``reference`` (the plain algorithms in :mod:`mmllm.reduction`). ``auto`` never picks the
-interpreter. A fallback from Triton is logged once, with the reason.
+interpreter. A fallback from Triton is logged once, with the reason. :func:`use` overrides the
+variable inside a ``with`` block (benchmarks time every backend in one process that way).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -21,6 +25,19 @@ log = logging.getLogger("mmllm.kernels")
 
 ENV = "MMLLM_KERNELS"
 BACKENDS = ("auto", "torch", "triton", "reference")
+_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("mmllm_kernels", default=None)
+
+
+@contextlib.contextmanager
+def use(choice: str) -> Iterator[None]:
+    """Run the block with ``choice`` as if ``MMLLM_KERNELS`` were set to it."""
+    if choice not in BACKENDS:
+        raise MMLLMError(f"kernel backend {choice!r}: choose one of {', '.join(BACKENDS)}")
+    token = _forced.set(choice)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
 
 
 @functools.cache
@@ -44,7 +61,7 @@ def _log_once(op: str, reason: str) -> None:
 
 def backend(op: str, device: torch.device) -> str:
     """The backend ``op`` uses for tensors on ``device``."""
-    choice = os.environ.get(ENV, "auto")
+    choice = _forced.get() or os.environ.get(ENV, "auto")
     if choice not in BACKENDS:
         raise MMLLMError(f"{ENV}={choice!r}: choose one of {', '.join(BACKENDS)}")
     if choice in ("torch", "reference"):

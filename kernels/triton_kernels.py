@@ -6,8 +6,9 @@ Each replaces the part of an algorithm that the reference runs as many small lau
   min-distance vector held on chip (the reference launches ~5 ops per step).
 - ``bipartite_best_match``: each A token's most similar B token, block-wise, never writing the
   ``Na x Nb`` similarity matrix to memory.
-- ``query_attention``: head-mean softmax attention of one query per image to N keys, two
-  passes of online softmax over key blocks, never writing a ``T x N`` matrix.
+- ``query_attention``: head-mean softmax attention of one query per image to N keys, in two
+  launches parallel over key blocks (logits + softmax partials, then combine), reading the keys
+  once and never writing a ``T x N`` matrix.
 - ``dpp_greedy_map``: all K steps of the incremental-Cholesky greedy MAP in one launch.
 
 Imported only when Triton is installed (:mod:`mmllm.kernels.dispatch` decides).
@@ -22,6 +23,16 @@ import triton.language as tl
 
 def _block(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
+
+
+def _warps(block: int) -> int:
+    """Warps for a program that holds one ``block``-long row: ~16 elements per thread."""
+    return max(4, min(16, block // 512))
+
+
+def _rows(block: int) -> int:
+    """Rows of a ``[ROWS, block]`` tile that fit in registers next to the row (~16K values)."""
+    return max(1, min(16, 16384 // block))
 
 
 @triton.jit
@@ -45,14 +56,19 @@ def _greedy_max_min_kernel(dist_ptr, first_ptr, out_ptr, n, k, stride_b, stride_
 
 
 def greedy_max_min(dist: torch.Tensor, k: int) -> torch.Tensor:
-    """Same contract as :func:`mmllm.reduction.divprune.greedy_max_min`."""
+    """Same contract as :func:`mmllm.reduction.divprune.greedy_max_min`; writes ``dist``'s
+    diagonal and restores it, as the torch path does."""
     b, n, _ = dist.shape
     dist = dist.float().contiguous()
-    eye = torch.eye(n, dtype=torch.bool, device=dist.device)
-    first = dist.masked_fill(eye, float("inf")).amin(dim=2).argmax(dim=1).to(torch.int32)
+    diag = torch.diagonal(dist, dim1=1, dim2=2)  # first pick: row minima without the diagonal,
+    saved = diag.clone()  # set to inf in place and restored (no masked copy of the matrix)
+    diag.fill_(float("inf"))
+    first = dist.amin(dim=2).argmax(dim=1).to(torch.int32)
+    diag.copy_(saved)
     out = torch.empty(b, k, dtype=torch.int32, device=dist.device)
+    block = _block(n)
     _greedy_max_min_kernel[(b,)](dist, first, out, n, k, dist.stride(0), dist.stride(1),
-                                 BLOCK=_block(n))  # fmt: skip
+                                 BLOCK=block, num_warps=_warps(block))  # fmt: skip
     return out.long()
 
 
@@ -105,68 +121,116 @@ def bipartite_best_match(unit_a: torch.Tensor, unit_b: torch.Tensor):
 
 
 @triton.jit
-def _block_logits(k_base, bias_row, q, cols, dims, d_ok, n, sk_n, scale, HAS_BIAS: tl.constexpr):
-    """Scaled logits of one key block (-inf past the end)."""
+def _head_logits_kernel(q_ptr, k_ptr, bias_ptr, logits_ptr, m_ptr, l_ptr, n, d, heads, n_blocks,
+                        scale, sq_b, sq_h, sk_b, sk_h, sk_n, HAS_BIAS: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """One (image, head, key block): scaled logits (+ bias) to ``logits [B*H, N]``, and the
+    block's max and sum of exp relative to it to ``m, l [B*H, n_blocks]``."""
+    bh = tl.program_id(0)
+    blk = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    dims = tl.arange(0, BLOCK_D)
+    d_ok = dims < d
+    cols = blk * BLOCK_N + tl.arange(0, BLOCK_N)
     ok = cols < n
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + dims, mask=d_ok, other=0.0).to(tl.float32)
+    k_base = k_ptr + b.to(tl.int64) * sk_b + h.to(tl.int64) * sk_h
     keys = tl.load(k_base + cols[:, None] * sk_n + dims[None, :],
                    mask=ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)  # fmt: skip
     logits = tl.sum(keys * q[None, :], axis=1) * scale
     if HAS_BIAS:
-        logits += tl.load(bias_row + cols, mask=ok, other=0.0).to(tl.float32)
-    return tl.where(ok, logits, float("-inf"))
+        logits += tl.load(bias_ptr + b * n + cols, mask=ok, other=0.0).to(tl.float32)
+    logits = tl.where(ok, logits, float("-inf"))
+    tl.store(logits_ptr + bh.to(tl.int64) * n + cols, logits, mask=ok)
+    m = tl.max(logits, axis=0)
+    tl.store(m_ptr + bh * n_blocks + blk, m)
+    tl.store(l_ptr + bh * n_blocks + blk, tl.sum(tl.exp(logits - m), axis=0))
 
 
 @triton.jit
-def _query_attention_kernel(q_ptr, k_ptr, bias_ptr, out_ptr, n, d, heads, scale,
-                            HAS_BIAS: tl.constexpr, sq_b, sq_h, sk_b, sk_h, sk_n,
-                            BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+def _head_mean_softmax_kernel(logits_ptr, m_ptr, l_ptr, out_ptr, n, heads, n_blocks,
+                              BLOCK_N: tl.constexpr, BLOCK_NB: tl.constexpr):  # fmt: skip
+    """One (image, key block): each head's softmax from the block partials, averaged over heads
+    in a fixed order (deterministic: no atomics)."""
     b = tl.program_id(0)
-    dims = tl.arange(0, BLOCK_D)
-    d_ok = dims < d
-    bias_row = bias_ptr + b * n
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ok = cols < n
+    parts = tl.arange(0, BLOCK_NB)
+    p_ok = parts < n_blocks
+    acc = tl.zeros((BLOCK_N,), tl.float32)
     for h in range(0, heads):
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + dims, mask=d_ok, other=0.0).to(tl.float32)
-        k_base = k_ptr + b.to(tl.int64) * sk_b + h * sk_h
-        m = tl.full((), float("-inf"), tl.float32)
-        total = tl.zeros((), tl.float32)
-        for n0 in range(0, n, BLOCK_N):  # pass 1: running max and normaliser
-            cols = n0 + tl.arange(0, BLOCK_N)
-            logits = _block_logits(k_base, bias_row, q, cols, dims, d_ok, n, sk_n, scale,
-                                   HAS_BIAS)  # fmt: skip
-            new_m = tl.maximum(m, tl.max(logits, axis=0))
-            total = total * tl.exp(m - new_m) + tl.sum(tl.exp(logits - new_m), axis=0)
-            m = new_m
-        for n0 in range(0, n, BLOCK_N):  # pass 2: probabilities, averaged over heads
-            cols = n0 + tl.arange(0, BLOCK_N)
-            logits = _block_logits(k_base, bias_row, q, cols, dims, d_ok, n, sk_n, scale,
-                                   HAS_BIAS)  # fmt: skip
-            p = tl.exp(logits - m) / total / heads
-            ok = cols < n
-            prev = tl.load(out_ptr + b * n + cols, mask=ok, other=0.0)
-            tl.store(out_ptr + b * n + cols, prev + p, mask=ok)
+        bh = b * heads + h
+        m_blk = tl.load(m_ptr + bh * n_blocks + parts, mask=p_ok, other=float("-inf"))
+        l_blk = tl.load(l_ptr + bh * n_blocks + parts, mask=p_ok, other=0.0)
+        m = tl.max(m_blk, axis=0)
+        total = tl.sum(l_blk * tl.exp(m_blk - m), axis=0)
+        logits = tl.load(logits_ptr + bh.to(tl.int64) * n + cols, mask=ok, other=float("-inf"))
+        acc += tl.exp(logits - m) / total
+    tl.store(out_ptr + b * n + cols, acc / heads, mask=ok)
 
 
 def query_attention(
     q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Head-mean softmax attention ``[B, N]`` of queries ``q [B, H, D]`` to keys ``[B, H, N, D]``
-    (plus an additive ``bias [B, N]``)."""
+    (plus an additive ``bias [B, N]``).
+
+    Two launches, both parallel over images and key blocks: the first reads the keys once and
+    writes each head's logits ``[B, H, N]`` (what one query row costs; never ``N x N``) with
+    per-block softmax partials, the second combines the partials (online-softmax style) and
+    averages the heads. The keys are read once: the bandwidth floor of the operation."""
     bsz, heads, n, d = k.shape
-    q, k = q.contiguous(), k.contiguous()
-    out = torch.zeros(bsz, n, dtype=torch.float32, device=k.device)
+    q = q.contiguous()
+    if k.stride(-1) != 1:
+        k = k.contiguous()
+    block_d = _block(d)
+    block_n = 16 if k.device.type == "cpu" else max(16, min(128, 8192 // block_d))
+    n_blocks = triton.cdiv(n, block_n)
+    logits = torch.empty(bsz * heads, n, dtype=torch.float32, device=k.device)
+    m = torch.empty(bsz * heads, n_blocks, dtype=torch.float32, device=k.device)
+    l_sum = torch.empty_like(m)
+    out = torch.empty(bsz, n, dtype=torch.float32, device=k.device)
     has_bias = bias is not None
     bias = bias.float().contiguous() if has_bias else out
-    block_n = 16 if k.device.type == "cpu" else 64
-    _query_attention_kernel[(bsz,)](q, k, bias, out, n, d, heads, scale, has_bias,
-                                    q.stride(0), q.stride(1),
-                                    k.stride(0), k.stride(1), k.stride(2), BLOCK_N=block_n,
-                                    BLOCK_D=_block(d))  # fmt: skip
+    _head_logits_kernel[(bsz * heads, n_blocks)](
+        q,
+        k,
+        bias,
+        logits,
+        m,
+        l_sum,
+        n,
+        d,
+        heads,
+        n_blocks,
+        scale,
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        HAS_BIAS=has_bias,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
+    _head_mean_softmax_kernel[(bsz, n_blocks)](
+        logits,
+        m,
+        l_sum,
+        out,
+        n,
+        heads,
+        n_blocks,
+        BLOCK_N=block_n,
+        BLOCK_NB=_block(n_blocks),
+    )
     return out
 
 
 @triton.jit
 def _dpp_kernel(l_ptr, c_ptr, d2_ptr, out_ptr, n, k, sl_b, sl_r, sc_b, sc_r, rank_tol,
-                BLOCK: tl.constexpr):  # fmt: skip
+                BLOCK: tl.constexpr, ROWS: tl.constexpr):  # fmt: skip
     b = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     valid = offs < n
@@ -182,9 +246,13 @@ def _dpp_kernel(l_ptr, c_ptr, d2_ptr, out_ptr, n, k, sl_b, sl_r, sc_b, sc_r, ran
             gain = tl.sum(tl.where(offs == j, d2, 0.0), axis=0)
             dj = tl.sqrt(tl.maximum(gain, 1e-12))
             e = tl.load(l_base + j * sl_r + offs, mask=valid, other=0.0).to(tl.float32)
-            for s in range(0, step):
-                row = tl.load(c_base + s * sc_r + offs, mask=valid, other=0.0)
-                e -= tl.sum(tl.where(offs == j, row, 0.0), axis=0) * row
+            for s0 in range(0, step, ROWS):  # e -= c[:step, j] @ c[:step], ROWS rows at a time
+                rows = s0 + tl.arange(0, ROWS)
+                r_ok = rows < step
+                cj = tl.load(c_base + rows * sc_r + j, mask=r_ok, other=0.0)
+                tile = tl.load(c_base + rows[:, None] * sc_r + offs[None, :],
+                               mask=r_ok[:, None] & valid[None, :], other=0.0)  # fmt: skip
+                e -= tl.sum(cj[:, None] * tile, axis=0)
             e = tl.where(gain > tol, e / dj, 0.0)  # past the kernel's rank: no update
             tl.store(c_base + step * sc_r + offs, e, mask=valid)
             tl.debug_barrier()  # later steps read this row back
@@ -201,6 +269,8 @@ def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:
     c = torch.zeros(bsz, k, n, dtype=torch.float32, device=lk.device)
     d2 = torch.diagonal(lk, dim1=1, dim2=2).contiguous()
     out = torch.empty(bsz, k, dtype=torch.int32, device=lk.device)
+    block = _block(n)
     _dpp_kernel[(bsz,)](lk, c, d2, out, n, k, lk.stride(0), lk.stride(1), c.stride(0),
-                        c.stride(1), RANK_TOL, BLOCK=_block(n))  # fmt: skip
+                        c.stride(1), RANK_TOL, BLOCK=block, ROWS=_rows(block),
+                        num_warps=_warps(block))  # fmt: skip
     return out.long().sort(dim=1).values

@@ -1,11 +1,12 @@
-"""The Triton kernels compiled for a real GPU, at realistic sizes, against the references."""
+"""The fast paths on a real GPU, at realistic sizes, against the references: Triton compiled
+for the device and the vectorised torch path on CUDA tensors (what each backend runs there)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmllm.kernels import ops
-from mmllm.reduction import VisualTokens
+from mmllm.reduction import VisualTokens, build
 from mmllm.reduction.divprune import divprune_select
 from mmllm.reduction.dpp import dpp_greedy_map as ref_dpp
 from mmllm.reduction.tome import bipartite_match, merge_tokens
@@ -13,16 +14,24 @@ from mmllm.reduction.tome import bipartite_match, merge_tokens
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture(autouse=True)
-def triton_backend(monkeypatch):
-    pytest.importorskip("triton")
-    monkeypatch.setenv("MMLLM_KERNELS", "triton")
+@pytest.fixture(autouse=True, params=["triton", "torch"])
+def gpu_backend(request, monkeypatch):
+    if request.param == "triton":
+        pytest.importorskip("triton")
+    monkeypatch.setenv("MMLLM_KERNELS", request.param)
+    return request.param
 
 
 @pytest.mark.parametrize(("b", "n", "d"), [(1, 576, 1024), (8, 196, 768), (2, 2880, 1024)])
 def test_divprune_on_gpu(b, n, d):
     x = torch.randn(b, n, d, device="cuda")
     assert torch.equal(ops.cosine_max_min(x, n // 9), divprune_select(x, n // 9))
+
+
+def test_divprune_ties_on_gpu():
+    x = torch.randn(4, 300, 64, device="cuda")
+    x[:, 1::3] = x[:, :1]  # exact duplicates: equal distances everywhere
+    assert torch.equal(ops.cosine_max_min(x, 40), divprune_select(x, 40))
 
 
 @pytest.mark.parametrize(("b", "n", "d"), [(1, 576, 1024), (8, 577, 768)])
@@ -35,17 +44,42 @@ def test_tome_on_gpu(b, n, d):
     assert torch.equal(got.size, expected.size)
 
 
-@pytest.mark.parametrize(("b", "h", "n"), [(1, 16, 576), (8, 32, 2880)])
-def test_query_attention_on_gpu(b, h, n):
-    q, k = torch.randn(b, h, 128, device="cuda"), torch.randn(b, h, n, 128, device="cuda")
-    got = ops.query_attention(q, k)
-    torch.testing.assert_close(
-        got, ops.query_attention_reference(q, k, 128**-0.5), atol=1e-5, rtol=1e-4
-    )
+@pytest.mark.parametrize(
+    ("b", "h", "n", "d"), [(1, 16, 576, 128), (8, 32, 2880, 128), (3, 7, 77, 48)]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("masked", [False, True])
+def test_query_topk_on_gpu(b, h, n, d, dtype, masked):
+    q = torch.randn(b, h, d, device="cuda").to(dtype)
+    k = torch.randn(b, h, n, d, device="cuda").to(dtype)
+    values = torch.randn(b, n, 32, device="cuda")
+    bias = None
+    if masked:  # left padding on the first image
+        bias = torch.zeros(b, n, device="cuda")
+        bias[0, : n // 3] = torch.finfo(torch.float32).min
+    keep = max(1, n // 9)
+    scores, idx, kept = ops.query_topk(q, k, keep, values, bias=bias)
+    expected = ops.query_attention_reference(q, k, d**-0.5, bias)
+    torch.testing.assert_close(scores, expected, atol=1e-6, rtol=1e-4)
+    top = scores.topk(keep, dim=1).indices.sort(dim=1).values
+    assert torch.equal(idx, top)
+    assert torch.equal(kept, values.gather(1, idx[..., None].expand(-1, -1, 32)))
 
 
-@pytest.mark.parametrize(("b", "n", "k"), [(1, 576, 64), (8, 196, 22)])
+@pytest.mark.parametrize(("b", "n", "k"), [(1, 576, 64), (8, 196, 22), (2, 2880, 320)])
 def test_dpp_on_gpu(b, n, k):
     x = F.normalize(torch.randn(b, n, 256, device="cuda"), dim=-1)
     kernel = x @ x.transpose(1, 2)
     assert torch.equal(ops.dpp_greedy_map(kernel, k), ref_dpp(kernel, k))
+
+
+@pytest.mark.parametrize("spec", ["divprune:20", "tome:r=0.5", "dpp:20", "focus:12"])
+def test_reducers_on_cuda_match_cpu(spec):
+    """A reducer on CUDA tensors (fast paths by default) keeps what it keeps on CPU."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 196, 64, generator=g)
+    reducer = build(spec)
+    on_cpu = reducer(VisualTokens(embeds=x, grid=(14, 14)), None)
+    on_gpu = reducer(VisualTokens(embeds=x.cuda(), grid=(14, 14)), None)
+    assert torch.equal(on_gpu.index.cpu(), on_cpu.index)
+    torch.testing.assert_close(on_gpu.embeds.cpu(), on_cpu.embeds, atol=1e-4, rtol=1e-4)
