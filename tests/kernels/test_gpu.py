@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mmllm.kernels import ops
+from mmllm.kernels.dispatch import use
 from mmllm.reduction import VisualTokens, build
 from mmllm.reduction.divprune import divprune_select
 from mmllm.reduction.dpp import dpp_greedy_map as ref_dpp
@@ -66,20 +67,36 @@ def test_query_topk_on_gpu(b, h, n, d, dtype, masked):
     assert torch.equal(kept, values.gather(1, idx[..., None].expand(-1, -1, 32)))
 
 
-@pytest.mark.parametrize(("b", "n", "k"), [(1, 576, 64), (8, 196, 22), (2, 2880, 320)])
+@pytest.mark.parametrize(("b", "n", "k"), [(1, 576, 64), (8, 196, 22)])
 def test_dpp_on_gpu(b, n, k):
     x = F.normalize(torch.randn(b, n, 256, device="cuda"), dim=-1)
     kernel = x @ x.transpose(1, 2)
     assert torch.equal(ops.dpp_greedy_map(kernel, k), ref_dpp(kernel, k))
 
 
+def test_dpp_long_run_on_gpu():
+    """320 greedy steps: the Cholesky rows are sums in another order than the reference's, so
+    late near-tied gains may pick another item. The pick must then be as good: the chosen
+    set's log-determinant within 1e-3 (relative) of the reference's, 95% of the items shared."""
+    x = F.normalize(torch.randn(2, 2880, 1024, device="cuda"), dim=-1)
+    kernel = x @ x.transpose(1, 2)
+    got, expected = ops.dpp_greedy_map(kernel, 320), ref_dpp(kernel, 320)
+    for kernel_b, got_b, exp_b in zip(kernel.double(), got, expected, strict=True):
+        logdet = [torch.logdet(kernel_b[s][:, s]) for s in (got_b, exp_b)]
+        torch.testing.assert_close(logdet[0], logdet[1], rtol=1e-3, atol=0)
+        shared = len(set(got_b.tolist()) & set(exp_b.tolist()))
+        assert shared >= 0.95 * 320
+
+
 @pytest.mark.parametrize("spec", ["divprune:20", "tome:r=0.5", "dpp:20", "focus:12"])
-def test_reducers_on_cuda_match_cpu(spec):
-    """A reducer on CUDA tensors (fast paths by default) keeps what it keeps on CPU."""
+def test_reducers_on_cuda_use_the_fast_paths(spec):
+    """A reducer on CUDA tensors (fast paths by default) keeps what the plain reference keeps on
+    the same device (CPU and GPU round differently, so the device is held fixed)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 196, 64, generator=g)
+    tokens = VisualTokens(embeds=torch.randn(2, 196, 64, generator=g).cuda(), grid=(14, 14))
     reducer = build(spec)
-    on_cpu = reducer(VisualTokens(embeds=x, grid=(14, 14)), None)
-    on_gpu = reducer(VisualTokens(embeds=x.cuda(), grid=(14, 14)), None)
-    assert torch.equal(on_gpu.index.cpu(), on_cpu.index)
-    torch.testing.assert_close(on_gpu.embeds.cpu(), on_cpu.embeds, atol=1e-4, rtol=1e-4)
+    fast = reducer(tokens, None)
+    with use("reference"):
+        reference = reducer(tokens, None)
+    assert torch.equal(fast.index, reference.index)
+    torch.testing.assert_close(fast.embeds, reference.embeds, atol=1e-4, rtol=1e-4)
