@@ -109,6 +109,9 @@ def cases(b: int, n: int, d: int, device: torch.device):
 
     yield ("tome (match + merge)", ref_tome, lambda: ops.bipartite_merge(tokens, r, x),
            4 * (2 * b * n * d + b * (n - r) * d))  # fmt: skip
+    src, dst = bipartite_match(x, r)
+    yield ("tome merge (given the match)", lambda: merge_tokens(tokens, src, dst),
+           lambda: ops.merge(tokens, src, dst), 4 * (b * n * d + b * (n - r) * d))  # fmt: skip
 
     heads, hd = max(1, d // 64), 64
     q = torch.randn(b, heads, hd, generator=g).to(device)

@@ -6,6 +6,7 @@ operation                what                                             refere
 ``greedy_max_min``       K greedy max-min steps on a distance matrix      ``reduction.divprune``
 ``cosine_max_min``       cosine distance + ``greedy_max_min`` (DivPrune)  ``reduction.divprune``
 ``bipartite_merge``      ToMe matching + size-weighted merge              ``reduction.tome``
+``merge``                the size-weighted merge alone                    ``reduction.tome``
 ``query_topk``           head-mean attention of one query, top-k, gather  softmax + ``topk``
 ``dpp_greedy_map``       greedy MAP with incremental Cholesky             ``reduction.dpp``
 =======================  ===============================================  ======================
@@ -17,6 +18,8 @@ with ties, B > 1, odd sizes, fp32 and bf16.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -91,15 +94,13 @@ def bipartite_match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.T
         from mmllm.reduction.tome import bipartite_match as reference
 
         return reference(metric, r)
-    metric = metric.float()
-    a, b = metric[:, ::2], metric[:, 1::2]
-    if which == "triton":
+    if which == "triton":  # reads the (strided) halves in place, norms computed on the way
         from mmllm.kernels import triton_kernels
 
-        best, best_idx = triton_kernels.bipartite_best_match(
-            F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-        )
+        best, best_idx = triton_kernels.bipartite_best_match(metric[:, ::2], metric[:, 1::2])
     else:  # raw dot products scaled by inverse norms: no normalised copy of the features
+        metric = metric.float()
+        a, b = metric[:, ::2], metric[:, 1::2]
         inv_a = torch.linalg.vector_norm(a, dim=-1).clamp_min_(1e-12).reciprocal_()
         inv_b = torch.linalg.vector_norm(b, dim=-1).clamp_min_(1e-12).reciprocal_()
         best, best_idx = torch.bmm(a, b.transpose(1, 2)).mul_(inv_b.unsqueeze(1)).max(dim=-1)
@@ -152,24 +153,53 @@ class MergePlan:
         moved = x.reshape(-1, c).index_select(0, self.flat_src) * share.view(-1, 1).to(x.dtype)
         return flat.index_add_(0, self.flat_dst, moved).view(bsz, n - self.src.shape[1], c)
 
+    def fused(self, weight: torch.Tensor, total: torch.Tensor):
+        """The size-weighted mean of :meth:`weighted` as one Triton pass per field: merges are
+        sorted by destination slot once (CSR: ``starts``), then each output row is its kept row
+        plus its sources, read once each. Returns ``x -> merged x``."""
+        from mmllm.kernels import triton_kernels
+
+        bsz, m = self.keep.shape
+        by_slot = self.dst_slot.argsort(dim=1, stable=True)
+        slot_sorted = self.dst_slot.gather(1, by_slot)
+        srcs = self.src.gather(1, by_slot)
+        slots = torch.arange(m + 1, device=slot_sorted.device).expand(bsz, -1).contiguous()
+        starts = torch.searchsorted(slot_sorted, slots)
+        total = total.to(torch.float32)
+        own = weight.gather(1, self.keep).to(torch.float32) / total
+        share = weight.gather(1, srcs).to(torch.float32) / total.gather(1, slot_sorted)
+        return functools.partial(
+            triton_kernels.merge_rows, keep=self.keep, own=own, starts=starts, srcs=srcs,
+            share=share,
+        )  # fmt: skip
+
 
 def bipartite_merge(tokens, r: int, metric: torch.Tensor):
     """ToMe step on :class:`~mmllm.reduction.types.VisualTokens`: match on ``metric``, merge r
     tokens (size-weighted), track ``size``; the reference is ``tome.merge_tokens``."""
     if r == 0:
         return tokens
-    src, dst = bipartite_match(metric, r)
-    if backend("bipartite_merge", metric.device) == "reference":
+    return merge(tokens, *bipartite_match(metric, r))
+
+
+def merge(tokens, src: torch.Tensor, dst: torch.Tensor):
+    """Merge A tokens ``src`` into B tokens ``dst`` (size-weighted), keep the rest in source
+    order: what ``tome.merge_tokens`` returns, with one merge plan shared by every field."""
+    if backend("bipartite_merge", src.device) == "reference":
         from mmllm.reduction.tome import merge_tokens
 
         return merge_tokens(tokens, src, dst)
     plan = MergePlan(tokens.index, src, dst)
     size = plan.summed(tokens.size)
     changes: dict[str, torch.Tensor] = {"size": size, "index": tokens.index.gather(1, plan.keep)}
+    if backend("bipartite_merge", src.device) == "triton":
+        weighted = plan.fused(tokens.size, size)
+    else:
+        weighted = functools.partial(plan.weighted, weight=tokens.size, total=size)
     if tokens.embeds is not None:
-        changes["embeds"] = plan.weighted(tokens.embeds, tokens.size, size)
+        changes["embeds"] = weighted(tokens.embeds)
     if tokens.keys is not None:
-        changes["keys"] = plan.weighted(tokens.keys, tokens.size, size)
+        changes["keys"] = weighted(tokens.keys)
     if tokens.attn_to_cls is not None:
         changes["attn_to_cls"] = plan.summed(tokens.attn_to_cls)
     if tokens.ids is not None:

@@ -5,7 +5,8 @@ Each replaces the part of an algorithm that the reference runs as many small lau
 - ``greedy_max_min``: all K greedy steps in one launch, one program per image, the running
   min-distance vector held on chip (the reference launches ~5 ops per step).
 - ``bipartite_best_match``: each A token's most similar B token, block-wise, never writing the
-  ``Na x Nb`` similarity matrix to memory.
+  ``Na x Nb`` similarity matrix (nor normalised copies of the features) to memory.
+- ``merge_rows``: ToMe's size-weighted merge in one pass, each input row read once.
 - ``query_attention``: head-mean softmax attention of one query per image to N keys, in two
   launches parallel over key blocks (logits + softmax partials, then combine), reading the keys
   once and never writing a ``T x N`` matrix.
@@ -74,8 +75,10 @@ def greedy_max_min(dist: torch.Tensor, k: int) -> torch.Tensor:
 
 @triton.jit
 def _best_match_kernel(a_ptr, b_ptr, best_ptr, idx_ptr, na, nb, c,
-                       sa_b, sa_n, sb_b, sb_n, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
-                       BLOCK_C: tl.constexpr):  # fmt: skip
+                       sa_b, sa_n, sb_b, sb_n, PRECISION: tl.constexpr, BLOCK_A: tl.constexpr,
+                       BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):  # fmt: skip
+    """Each A row's best cosine match among the B rows. Raw dot products and squared norms
+    accumulate in the same pass over the channels, so no normalised copy is ever written."""
     bi = tl.program_id(0)
     rows = tl.program_id(1) * BLOCK_A + tl.arange(0, BLOCK_A)
     row_ok = rows < na
@@ -87,14 +90,22 @@ def _best_match_kernel(a_ptr, b_ptr, best_ptr, idx_ptr, na, nb, c,
         cols = j0 + tl.arange(0, BLOCK_B)
         col_ok = cols < nb
         acc = tl.zeros((BLOCK_A, BLOCK_B), tl.float32)
+        a_sq = tl.zeros((BLOCK_A,), tl.float32)
+        b_sq = tl.zeros((BLOCK_B,), tl.float32)
         for c0 in range(0, c, BLOCK_C):
             ch = c0 + tl.arange(0, BLOCK_C)
             ch_ok = ch < c
-            a = tl.load(a_base + rows[:, None] * sa_n + ch[None, :],
-                        mask=row_ok[:, None] & ch_ok[None, :], other=0.0)  # fmt: skip
-            bt = tl.load(b_base + cols[None, :] * sb_n + ch[:, None],
-                         mask=col_ok[None, :] & ch_ok[:, None], other=0.0)  # fmt: skip
-            acc += tl.dot(a, bt, input_precision="ieee")
+            a_ok = row_ok[:, None] & ch_ok[None, :]
+            b_ok = col_ok[None, :] & ch_ok[:, None]
+            a = tl.load(a_base + rows[:, None] * sa_n + ch[None, :], mask=a_ok, other=0.0)
+            bt = tl.load(b_base + cols[None, :] * sb_n + ch[:, None], mask=b_ok, other=0.0)
+            a, bt = a.to(tl.float32), bt.to(tl.float32)
+            acc += tl.dot(a, bt, input_precision=PRECISION)
+            a_sq += tl.sum(a * a, axis=1)
+            b_sq += tl.sum(bt * bt, axis=0)
+        inv_a = 1.0 / tl.maximum(tl.sqrt(a_sq), 1e-12)  # F.normalize's eps
+        inv_b = 1.0 / tl.maximum(tl.sqrt(b_sq), 1e-12)
+        acc = acc * inv_a[:, None] * inv_b[None, :]
         acc = tl.where(col_ok[None, :], acc, float("-inf"))
         blk_best = tl.max(acc, axis=1)
         blk_idx = tl.min(tl.where(acc == blk_best[:, None], cols[None, :], nb), axis=1)
@@ -105,19 +116,71 @@ def _best_match_kernel(a_ptr, b_ptr, best_ptr, idx_ptr, na, nb, c,
     tl.store(idx_ptr + bi * na + rows, best_idx, mask=row_ok)
 
 
-def bipartite_best_match(unit_a: torch.Tensor, unit_b: torch.Tensor):
-    """Best cosine score and B index for each A row: ``[B, Na]`` each (inputs unit-normalised)."""
-    bsz, na, c = unit_a.shape
-    nb = unit_b.shape[1]
-    a, b = unit_a.float().contiguous(), unit_b.float().contiguous()
+def bipartite_best_match(a: torch.Tensor, b: torch.Tensor):
+    """Best cosine score and B index for each A row: ``[B, Na]`` each, from raw features
+    ``a [B, Na, C]``, ``b [B, Nb, C]`` (strided views such as ``x[:, ::2]`` are read in place).
+
+    On CUDA the products run on tensor cores as three TF32 products (``tf32x3``: float32
+    accuracy, ~1e-6 relative); the interpreter computes them in plain float32."""
+    bsz, na, c = a.shape
+    nb = b.shape[1]
+    if a.stride(-1) != 1:
+        a = a.contiguous()
+    if b.stride(-1) != 1:
+        b = b.contiguous()
     best = torch.empty(bsz, na, dtype=torch.float32, device=a.device)
     idx = torch.empty(bsz, na, dtype=torch.int32, device=a.device)
-    block_a, block_b, block_c = (16, 16, 16) if a.device.type == "cpu" else (64, 64, 64)
+    if a.device.type == "cpu":
+        block_a, block_b, block_c, precision = 16, 16, 16, "ieee"
+    else:  # smaller A blocks when few images would leave most multiprocessors idle
+        block_a, block_b, block_c, precision = (32 if bsz * na < 8192 else 64), 64, 32, "tf32x3"
     grid = (bsz, triton.cdiv(na, block_a))
     _best_match_kernel[grid](a, b, best, idx, na, nb, c, a.stride(0), a.stride(1), b.stride(0),
-                             b.stride(1), BLOCK_A=block_a, BLOCK_B=block_b,
+                             b.stride(1), PRECISION=precision, BLOCK_A=block_a, BLOCK_B=block_b,
                              BLOCK_C=block_c)  # fmt: skip
     return best, idx.long()
+
+
+@triton.jit
+def _merge_rows_kernel(x_ptr, out_ptr, keep_ptr, own_ptr, starts_ptr, srcs_ptr, share_ptr,
+                       n, m, r, c, BLOCK_C: tl.constexpr):  # fmt: skip
+    """One output row (image b, slot s) and channel block: its kept source row times its own
+    weight plus, in a fixed order, every row merged into it times its share."""
+    pid = tl.program_id(0)  # b * m + s
+    b = pid // m
+    s = pid % m
+    ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ok = ch < c
+    x_base = x_ptr + b.to(tl.int64) * n * c
+    row = tl.load(keep_ptr + pid)
+    acc = tl.load(x_base + row * c + ch, mask=ok, other=0.0).to(tl.float32)
+    acc = acc * tl.load(own_ptr + pid)
+    first = tl.load(starts_ptr + b * (m + 1) + s)
+    last = tl.load(starts_ptr + b * (m + 1) + s + 1)
+    for i in range(first, last):
+        src = tl.load(srcs_ptr + b * r + i)
+        moved = tl.load(x_base + src * c + ch, mask=ok, other=0.0).to(tl.float32)
+        acc += moved * tl.load(share_ptr + b * r + i)
+    tl.store(out_ptr + pid.to(tl.int64) * c + ch, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def merge_rows(x: torch.Tensor, keep: torch.Tensor, own: torch.Tensor, starts: torch.Tensor,
+               srcs: torch.Tensor, share: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Size-weighted merge ``x [B, N, C] -> [B, M, C]`` in one pass that reads each input row
+    once and writes each output row once (the bandwidth floor): output slot ``s`` of image
+    ``b`` is ``x[b, keep[b, s]] * own[b, s]`` plus ``x[b, srcs[b, i]] * share[b, i]`` for
+    ``i`` in ``starts[b, s] : starts[b, s + 1]`` (merges sorted by slot: no atomics, so the sum
+    order, and the result, is the same on every run)."""
+    bsz, n, c = x.shape
+    m, r = keep.shape[1], srcs.shape[1]
+    x = x.contiguous()
+    out = torch.empty(bsz, m, c, dtype=x.dtype, device=x.device)
+    block_c = 16 if x.device.type == "cpu" else min(1024, _block(c))
+    grid = (bsz * m, triton.cdiv(c, block_c))
+    _merge_rows_kernel[grid](x, out, keep.contiguous(), own.contiguous(), starts.contiguous(),
+                             srcs.contiguous(), share.contiguous(), n, m, r, c,
+                             BLOCK_C=block_c)  # fmt: skip
+    return out
 
 
 @triton.jit

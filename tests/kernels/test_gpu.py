@@ -100,3 +100,18 @@ def test_reducers_on_cuda_use_the_fast_paths(spec):
         reference = reducer(tokens, None)
     assert torch.equal(fast.index, reference.index)
     torch.testing.assert_close(fast.embeds, reference.embeds, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merge_on_gpu(dtype):
+    b, n, c = 4, 2880, 1024
+    x = torch.randn(b, n, c, device="cuda").to(dtype)
+    size = torch.randint(1, 4, (b, n), device="cuda")
+    tokens = VisualTokens(embeds=x, size=size)
+    src = torch.stack([torch.randperm(n // 2, device="cuda")[:700] for _ in range(b)])
+    dst = torch.randint(0, 50, (b, 700), device="cuda")  # many sources per partner
+    got, expected = ops.merge(tokens, src, dst), merge_tokens(tokens, src, dst)
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    torch.testing.assert_close(got.embeds, expected.embeds, **tol)
+    assert torch.equal(got.size, expected.size) and torch.equal(got.index, expected.index)
+    assert torch.equal(ops.merge(tokens, src, dst).embeds, got.embeds)  # same on every run

@@ -212,3 +212,20 @@ def test_cpu_loops_take_tensors_that_need_grad(kernel_backend):
     assert torch.equal(ops.cosine_max_min(x, 6), divprune_select(x.detach(), 6))
     kernel = dpp_kernel(2, 20, 8).requires_grad_(True)
     assert torch.equal(ops.dpp_greedy_map(kernel, 5), ref_dpp(kernel.detach(), 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merge_alone_matches_tome(kernel_backend, dtype):
+    """``ops.merge`` on a given matching (any src/dst, several sources per partner) equals
+    ToMe's ``merge_tokens``: the fused Triton pass and the torch plan alike."""
+    tokens = tome_tokens(3, 41, 19, dtype, seed=5)
+    g = torch.Generator().manual_seed(6)
+    src = torch.stack([torch.randperm(21, generator=g)[:12] for _ in range(3)])
+    dst = torch.randint(0, 4, (3, 12), generator=g)  # few partners: many merge into each
+    got = ops.merge(tokens, src, dst)
+    expected = ref_merge(tokens, src, dst)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    for name in ("embeds", "keys", "attn_to_cls"):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name), **tol)
+    for name in ("size", "index", "ids"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name
