@@ -110,8 +110,10 @@ def test_merge_on_gpu(dtype):
     tokens = VisualTokens(embeds=x, size=size)
     src = torch.stack([torch.randperm(n // 2, device="cuda")[:700] for _ in range(b)])
     dst = torch.randint(0, 50, (b, 700), device="cuda")  # many sources per partner
-    got, expected = ops.merge(tokens, src, dst), merge_tokens(tokens, src, dst)
-    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
-    torch.testing.assert_close(got.embeds, expected.embeds, **tol)
+    got = ops.merge(tokens, src, dst)
+    # the fast merge sums in float32 whatever the input: compare with the float32 reference
+    expected = merge_tokens(tokens.replace(embeds=x.float()), src, dst)
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+    torch.testing.assert_close(got.embeds.float(), expected.embeds, **tol)
     assert torch.equal(got.size, expected.size) and torch.equal(got.index, expected.index)
     assert torch.equal(ops.merge(tokens, src, dst).embeds, got.embeds)  # same on every run
