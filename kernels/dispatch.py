@@ -55,7 +55,8 @@ def interpreting() -> bool:
 
 
 @functools.cache
-def _log_once(op: str, reason: str) -> None:
+def log_once(op: str, reason: str) -> None:
+    """Say once per process why ``op`` left the fast path it would otherwise take."""
     log.info("%s: vectorised torch path (%s)", op, reason)
 
 
@@ -76,6 +77,6 @@ def backend(op: str, device: torch.device) -> str:
     if problem is None and device.type != "cuda":
         problem = f"tensors on {device.type}; Triton runs on CUDA"
     if problem:
-        _log_once(op, problem)
+        log_once(op, problem)
         return "torch"
     return "triton"

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mmllm.kernels import cpu_loops
-from mmllm.kernels.dispatch import backend
+from mmllm.kernels.dispatch import backend, log_once
 
 # -- greedy max-min (DivPrune / k-center seeds) -------------------------------------------------
 
@@ -94,9 +94,13 @@ def bipartite_match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.T
         from mmllm.reduction.tome import bipartite_match as reference
 
         return reference(metric, r)
-    if which == "triton":  # reads the (strided) halves in place, norms computed on the way
+    if which == "triton":
         from mmllm.kernels import triton_kernels
 
+        if metric.device.type == "cuda" and not triton_kernels.match_fills_gpu(metric):
+            which = "torch"
+            log_once("bipartite_match", "too few images x tokens to fill the GPU: cuBLAS matching")
+    if which == "triton":  # reads the (strided) halves in place, norms computed on the way
         best, best_idx = triton_kernels.bipartite_best_match(metric[:, ::2], metric[:, 1::2])
     else:  # raw dot products scaled by inverse norms: no normalised copy of the features
         metric = metric.float()
@@ -264,6 +268,8 @@ def gather_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     flattened rows (``index_select``), several times faster on CPU than ``gather`` with an
     index expanded over C; the same values."""
     b, n, c = values.shape
+    if values.device.type == "cuda":  # one launch; the row-copy trick only pays on CPU
+        return values.gather(1, idx.unsqueeze(-1).expand(-1, -1, c))
     flat = (idx + torch.arange(b, device=idx.device).unsqueeze(1) * n).reshape(-1)
     return values.reshape(b * n, c).index_select(0, flat).view(b, idx.shape[1], c)
 

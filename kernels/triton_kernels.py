@@ -116,6 +116,22 @@ def _best_match_kernel(a_ptr, b_ptr, best_ptr, idx_ptr, na, nb, c,
     tl.store(idx_ptr + bi * na + rows, best_idx, mask=row_ok)
 
 
+def _match_block_a(bsz: int, na: int) -> int:
+    return 32 if bsz * na < 8192 else 64
+
+
+def match_fills_gpu(metric: torch.Tensor) -> bool:
+    """Whether the matching kernel has enough programs (one per image and block of A rows) to
+    keep every multiprocessor busy twice over. With fewer (one image of 576 tokens: 9 programs
+    on an H200's 132 multiprocessors) cuBLAS's matrix product is faster: measured in
+    ``benchmarks/results/kernels_cuda.md``."""
+    bsz, n, _ = metric.shape
+    na = (n + 1) // 2
+    programs = bsz * triton.cdiv(na, _match_block_a(bsz, na))
+    sms = torch.cuda.get_device_properties(metric.device).multi_processor_count
+    return programs >= 2 * sms
+
+
 def bipartite_best_match(a: torch.Tensor, b: torch.Tensor):
     """Best cosine score and B index for each A row: ``[B, Na]`` each, from raw features
     ``a [B, Na, C]``, ``b [B, Nb, C]`` (strided views such as ``x[:, ::2]`` are read in place).
@@ -133,7 +149,7 @@ def bipartite_best_match(a: torch.Tensor, b: torch.Tensor):
     if a.device.type == "cpu":
         block_a, block_b, block_c, precision = 16, 16, 16, "ieee"
     else:  # smaller A blocks when few images would leave most multiprocessors idle
-        block_a, block_b, block_c, precision = (32 if bsz * na < 8192 else 64), 64, 32, "tf32x3"
+        block_a, block_b, block_c, precision = _match_block_a(bsz, na), 64, 32, "tf32x3"
     grid = (bsz, triton.cdiv(na, block_a))
     _best_match_kernel[grid](a, b, best, idx, na, nb, c, a.stride(0), a.stride(1), b.stride(0),
                              b.stride(1), PRECISION=precision, BLOCK_A=block_a, BLOCK_B=block_b,

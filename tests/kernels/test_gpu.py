@@ -35,6 +35,21 @@ def test_divprune_ties_on_gpu():
     assert torch.equal(ops.cosine_max_min(x, 40), divprune_select(x, 40))
 
 
+def test_large_tome_matching_on_gpu(gpu_backend):
+    """32 x 2880 tokens: the Triton kernel matches (tf32x3 products, float32 accuracy). Among
+    near-equal similarities it may pick another partner or source than cuBLAS's float32
+    product: each pick must then be as good, within 1e-5 of the float64 best."""
+    x = torch.randn(32, 2880, 256, device="cuda")
+    src, dst = ops.bipartite_match(x, 1000)
+    unit = F.normalize(x.double(), dim=-1)
+    sim = unit[:, ::2] @ unit[:, 1::2].transpose(1, 2)
+    best = sim.amax(-1)
+    rows = torch.arange(32, device="cuda")[:, None]
+    torch.testing.assert_close(sim[rows, src, dst], best.gather(1, src), atol=1e-5, rtol=0)
+    kth = best.sort(dim=1, descending=True).values[:, 999:1000]
+    assert (best.gather(1, src) >= kth - 1e-5).all()  # the r best sources, up to near-ties
+
+
 @pytest.mark.parametrize(("b", "n", "d"), [(1, 576, 1024), (8, 577, 768)])
 def test_tome_on_gpu(b, n, d):
     x = torch.randn(b, n, d, device="cuda")
@@ -103,7 +118,9 @@ def test_reducers_on_cuda_use_the_fast_paths(spec):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_merge_on_gpu(dtype):
+def test_merge_on_gpu(gpu_backend, dtype):
+    """The fused Triton merge also gives the same bits on every run (no atomics); the torch
+    path's ``index_add_`` on CUDA uses atomics, so only its values are checked."""
     b, n, c = 4, 2880, 1024
     x = torch.randn(b, n, c, device="cuda").to(dtype)
     size = torch.randint(1, 4, (b, n), device="cuda")
@@ -116,4 +133,5 @@ def test_merge_on_gpu(dtype):
     tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
     torch.testing.assert_close(got.embeds.float(), expected.embeds, **tol)
     assert torch.equal(got.size, expected.size) and torch.equal(got.index, expected.index)
-    assert torch.equal(ops.merge(tokens, src, dst).embeds, got.embeds)  # same on every run
+    if gpu_backend == "triton":
+        assert torch.equal(ops.merge(tokens, src, dst).embeds, got.embeds)
