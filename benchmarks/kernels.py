@@ -156,7 +156,11 @@ def measure(ref, fast, nbytes: int, gbps: float, device: torch.device) -> dict:
 
 
 def run(
-    device: torch.device, grid: dict, progress: bool, on_row: Callable | None = None
+    device: torch.device,
+    grid: dict,
+    progress: bool,
+    on_row: Callable | None = None,
+    only: str = "",
 ) -> tuple[list[dict], dict]:
     gbps, source = peak_gbps(device)
     meta = {
@@ -176,6 +180,8 @@ def run(
                     rows.append({"op": "*", "B": b, "N": n, "D": d, "skipped": "CPU time"})
                     continue
                 for op, ref, fast, nbytes in cases(b, n, d, device):
+                    if only not in op:
+                        continue
                     row = {"op": op, "B": b, "N": n, "D": d}
                     try:
                         row.update(measure(ref, fast, nbytes, gbps, device))
@@ -238,6 +244,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small subset (a minute or two)")
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON list")
     parser.add_argument("--out", type=Path, default=None, help="write kernels_<device>.md/json")
+    parser.add_argument("--ops", default="", help="only operations whose name contains this")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -245,13 +252,13 @@ def main() -> None:
     torch.set_grad_enabled(False)
     command = (
         "python benchmarks/kernels.py --device " + args.device + (" --quick" if args.quick else "")
-    )
+    ) + (f" --ops '{args.ops}'" if args.ops else "")
 
     def on_row(rows: list[dict], meta: dict) -> None:
         if args.out is not None:
             write(args.out, device, rows, meta, command)
 
-    rows, meta = run(device, QUICK if args.quick else FULL, not args.json, on_row)
+    rows, meta = run(device, QUICK if args.quick else FULL, not args.json, on_row, args.ops)
     if args.json:
         print(json.dumps(rows))
     else:

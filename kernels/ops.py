@@ -99,7 +99,7 @@ def bipartite_match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.T
 
         if metric.device.type == "cuda" and not triton_kernels.match_fills_gpu(metric):
             which = "torch"
-            log_once("bipartite_match", "too few images x tokens to fill the GPU: cuBLAS matching")
+            log_once("bipartite_match", "few matching programs with much work each: cuBLAS")
     if which == "triton":  # reads the (strided) halves in place, norms computed on the way
         best, best_idx = triton_kernels.bipartite_best_match(metric[:, ::2], metric[:, 1::2])
     else:  # raw dot products scaled by inverse norms: no normalised copy of the features

@@ -121,15 +121,16 @@ def _match_block_a(bsz: int, na: int) -> int:
 
 
 def match_fills_gpu(metric: torch.Tensor) -> bool:
-    """Whether the matching kernel has enough programs (one per image and block of A rows) to
-    keep every multiprocessor busy twice over. With fewer (one image of 576 tokens: 9 programs
-    on an H200's 132 multiprocessors) cuBLAS's matrix product is faster: measured in
-    ``benchmarks/results/kernels_cuda.md``."""
-    bsz, n, _ = metric.shape
-    na = (n + 1) // 2
+    """Whether the matching kernel beats cuBLAS here: it runs one program per image and block of
+    A rows, so with few programs (one image of 576 tokens: 9 on an H200's 132 multiprocessors)
+    and much work each, cuBLAS's parallel matrix product wins; small problems are launch-bound
+    and the kernel's single launch wins. Thresholds from ``benchmarks/results/kernels_cuda.md``:
+    Triton with two programs per multiprocessor or at most 16M multiply-adds per program."""
+    bsz, n, c = metric.shape
+    na, nb = (n + 1) // 2, n // 2
     programs = bsz * triton.cdiv(na, _match_block_a(bsz, na))
     sms = torch.cuda.get_device_properties(metric.device).multi_processor_count
-    return programs >= 2 * sms
+    return programs >= 2 * sms or bsz * na * nb * c <= 16_000_000 * programs
 
 
 def bipartite_best_match(a: torch.Tensor, b: torch.Tensor):
