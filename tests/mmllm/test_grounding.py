@@ -190,6 +190,7 @@ def test_build_data_labels_tokens_from_regions(model, tmp_path):
                 "default_stage12",
                 "default_stage13",
                 "default_stage14",
+                "default_stage15",
             ],
         ),
     ],
