@@ -81,6 +81,15 @@ def tome_tokens(b, n, c, dtype=torch.float32, seed=0):
     )
 
 
+def assert_same_merge(got, expected, dtype):
+    """Merged fields within float rounding of the dtype, integer fields exactly."""
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    for name in ("embeds", "keys", "attn_to_cls"):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name), **tol)
+    for name in ("size", "index", "ids"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+
+
 @pytest.mark.parametrize(("b", "n", "r"), [(1, 9, 4), (3, 32, 10), (2, 31, 15)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_bipartite_merge_matches_tome(kernel_backend, b, n, r, dtype):
@@ -90,11 +99,7 @@ def test_bipartite_merge_matches_tome(kernel_backend, b, n, r, dtype):
     assert torch.equal(src, ref_src) and torch.equal(dst, ref_dst)
     got = ops.bipartite_merge(tokens, r, tokens.keys)
     expected = ref_merge(tokens, ref_src, ref_dst)
-    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
-    for name in ("embeds", "keys", "attn_to_cls"):
-        torch.testing.assert_close(getattr(got, name), getattr(expected, name), **tol)
-    for name in ("size", "index", "ids"):
-        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+    assert_same_merge(got, expected, dtype)
 
 
 def test_bipartite_ties(kernel_backend):
@@ -224,8 +229,4 @@ def test_merge_alone_matches_tome(kernel_backend, dtype):
     dst = torch.randint(0, 4, (3, 12), generator=g)  # few partners: many merge into each
     got = ops.merge(tokens, src, dst)
     expected = ref_merge(tokens, src, dst)
-    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
-    for name in ("embeds", "keys", "attn_to_cls"):
-        torch.testing.assert_close(getattr(got, name), getattr(expected, name), **tol)
-    for name in ("size", "index", "ids"):
-        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+    assert_same_merge(got, expected, dtype)
