@@ -9,10 +9,11 @@ sample grid.
 
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 from pathlib import Path
 
+from mmllm.errors import MMLLMError
 from mmllm.modeling import ADAPTER_FILE, ENCODER_FILE, refuse_pickles
 
 KEEP = (
@@ -41,9 +42,19 @@ GENERATOR_KEEP = (
 
 
 def ship(checkpoint: str | Path, target: str | Path | None = None) -> Path:
+    """Replace the shipped files in ``target`` (default: the package's folder) by the
+    checkpoint's. The checkpoint is checked first: nothing is removed unless it is a complete
+    model or generator folder."""
     checkpoint = Path(checkpoint)
-    refuse_pickles(checkpoint)
     generator = (checkpoint / "generator_config.json").is_file()
+    needed = ("generator_config.json",) if generator else ("config.json", ADAPTER_FILE)
+    missing = [name for name in needed if not (checkpoint / name).is_file()]
+    if missing:
+        raise MMLLMError(
+            f"{checkpoint} is not a trained model folder (missing {', '.join(missing)}); "
+            "pass the 'final' folder a training run saved, e.g. runs/default_stage2/final"
+        )
+    refuse_pickles(checkpoint)
     default = "default_generator_weights" if generator else "default_model_weights"
     target = Path(target or Path(__file__).parent / default)
     for name in GENERATOR_KEEP if generator else KEEP:
@@ -56,5 +67,18 @@ def ship(checkpoint: str | Path, target: str | Path | None = None) -> Path:
     return target
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="a trained folder, e.g. runs/NAME/final")
+    parser.add_argument(
+        "target", type=Path, nargs="?", default=None, help="default: the package's folder"
+    )
+    args = parser.parse_args()
+    try:
+        print(ship(args.checkpoint, args.target))
+    except MMLLMError as err:
+        parser.exit(2, f"error: {err}\n")
+
+
 if __name__ == "__main__":
-    print(ship(*sys.argv[1:]))
+    main()
