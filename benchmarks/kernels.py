@@ -174,14 +174,14 @@ def measure(ref, fast, device: torch.device, min_s: float | None = None) -> dict
     timings = timed_rounds(fns, device, min_s)
     ref_t, fast_t = timings[0], timings[1]
     row = {
-        "ref_ms": round(ref_t["min"], 3), "fast_ms": round(fast_t["min"], 3),
+        "ref_ms": round(ref_t["min"], 4), "fast_ms": round(fast_t["min"], 4),
         "speedup": round(ref_t["min"] / fast_t["min"], 2),
-        "ref_median_ms": round(ref_t["median"], 3),
-        "fast_median_ms": round(fast_t["median"], 3),
+        "ref_median_ms": round(ref_t["median"], 4),
+        "fast_median_ms": round(fast_t["median"], 4),
         "speedup_median": round(ref_t["median"] / fast_t["median"], 2),
     }  # fmt: skip
     if len(timings) > 2:
-        row["torch_ms"] = round(timings[2]["min"], 3)
+        row["torch_ms"] = round(timings[2]["min"], 4)
     return row
 
 
