@@ -7,9 +7,10 @@ Each row: the operation at one shape, the plain reference (``mmllm.reduction``) 
 the reducers use by default (Triton on CUDA, vectorised torch/NumPy on CPU), wall times
 (minimum, median beside it; reference and fast path timed in alternating rounds), the speed-up,
 on CUDA also the vectorised torch path (``torch_ms``: what ``MMLLM_KERNELS=torch`` runs there),
-the bytes the fast path must at least move, the bandwidth that implies, and the memory-bandwidth
-floor (bytes / peak bandwidth) so the gap to the physical limit is visible.
-Peak bandwidth: the device's datasheet figure on known GPUs, else a measured large copy.
+the bytes and float32 FLOPs the fast path must at least move and do, the bandwidth that implies,
+and the floor (the larger of bytes / peak bandwidth and FLOPs / peak float32 rate) so the gap to
+the physical limit is visible. Peaks: the device's datasheet figures on known GPUs, else a
+measured large copy and matrix product.
 Shapes too slow for a CPU (the product B*N*N*D above a cap) are listed as skipped. A case that
 raises is recorded with its error and the run goes on (one broken kernel must not cost the
 other rows of a scarce GPU run); with ``--out`` the JSON is rewritten after every row.
@@ -118,12 +119,18 @@ def with_backend(choice: str, fn: Callable[[], object]) -> Callable[[], object]:
     return call
 
 
+def datasheet(table: dict[str, float], device: torch.device) -> tuple[float, str] | None:
+    """The figure ``table`` gives for this GPU (matched by name), or None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    value = next((v for key, v in table.items() if key in name), None)
+    return None if value is None else (value, f"datasheet ({name})")
+
+
 def peak_gbps(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, gbps in DATASHEET_GBPS.items():
-            if key in name:
-                return gbps, f"datasheet ({name})"
+    if known := datasheet(DATASHEET_GBPS, device):
+        return known
     x = torch.empty(64 * 2**20, dtype=torch.float32, device=device)  # 256 MB
     y = torch.empty_like(x)
     ms = timed(lambda: y.copy_(x), device)
@@ -188,11 +195,8 @@ def measure(ref, fast, device: torch.device, min_s: float | None = None) -> dict
 def peak_tflops(device: torch.device) -> tuple[float, str]:
     """Peak float32 rate: the datasheet's non-tensor-core figure on known GPUs, else a measured
     large matrix product."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, tflops in DATASHEET_FP32_TFLOPS.items():
-            if key in name:
-                return tflops, f"datasheet ({name})"
+    if known := datasheet(DATASHEET_FP32_TFLOPS, device):
+        return known
     a = torch.randn(2048, 2048, device=device)
     ms = timed(lambda: a @ a, device)
     return 2 * 2048**3 / (ms / 1000) / 1e12, "measured 2048^3 matmul"
@@ -328,14 +332,6 @@ def write(out: Path, device: str, rows: list[dict], meta: dict, command: str) ->
     )
 
 
-def stored_command(md: Path) -> str:
-    """The command recorded in a table written before the JSON carried it."""
-    for line in md.read_text().splitlines() if md.exists() else []:
-        if line.startswith("Command: `"):
-            return line.split("`")[1]
-    raise SystemExit(f"{md}: no 'Command:' line to take the command from")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -351,19 +347,8 @@ def main() -> None:
     if args.from_json is not None:
         stored = json.loads(args.from_json.read_text())
         device_type = args.from_json.stem.removeprefix("kernels_")
-        command = stored.get("command") or stored_command(args.from_json.with_suffix(".md"))
         out = args.out or args.from_json.parent
-        meta = stored["meta"]
-        if "peak_fp32_TFLOPs" not in meta and device_type == "cuda":  # stored before it was
-            name = meta["device"]
-            tflops = next((v for k, v in DATASHEET_FP32_TFLOPS.items() if k in name), None)
-            meta |= {"peak_fp32_TFLOPs": tflops, "peak_fp32_source": f"datasheet ({name})"}
-        rows = [
-            derive(r, meta["peak_GBps"], meta.get("peak_fp32_TFLOPs")) if "fast_ms" in r else r
-            for r in stored["rows"]
-        ]
-        stored["rows"] = rows
-        write(out, device_type, rows, meta, command)
+        write(out, device_type, stored["rows"], stored["meta"], stored["command"])
         plot(stored["rows"], stored["meta"], out / f"kernels_{device_type}.png")
         return
     device = torch.device(args.device)

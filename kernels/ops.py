@@ -189,14 +189,15 @@ def bipartite_merge(tokens, r: int, metric: torch.Tensor):
 def merge(tokens, src: torch.Tensor, dst: torch.Tensor):
     """Merge A tokens ``src`` into B tokens ``dst`` (size-weighted), keep the rest in source
     order: what ``tome.merge_tokens`` returns, with one merge plan shared by every field."""
-    if backend("bipartite_merge", src.device) == "reference":
+    which = backend("bipartite_merge", src.device)
+    if which == "reference":
         from mmllm.reduction.tome import merge_tokens
 
         return merge_tokens(tokens, src, dst)
     plan = MergePlan(tokens.index, src, dst)
     size = plan.summed(tokens.size)
     changes: dict[str, torch.Tensor] = {"size": size, "index": tokens.index.gather(1, plan.keep)}
-    if backend("bipartite_merge", src.device) == "triton":
+    if which == "triton":
         weighted = plan.fused(tokens.size, size)
     else:
         weighted = functools.partial(plan.weighted, weight=tokens.size, total=size)
