@@ -3,6 +3,9 @@ answers on natural photos. Writes default_model.{json,md} and every answer (pred
 into ``--out`` (benchmarks/results).
 
     python benchmarks/eval_default.py --model runs/default_final --data data/test
+
+With ``--baseline runs/eval15/predictions.jsonl`` (another checkpoint's answers on the same
+split) it also reports the paired change per task: mean, standard error, questions gained/lost.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import torch
 
 from mmllm.assets import asset_path
+from mmllm.bench import compare_predictions
 from mmllm.chat import reply, user_turn
 from mmllm.data.dataset import load_dataset
 from mmllm.default_model import load_model
@@ -30,13 +34,37 @@ PHOTOS = [
 ]
 
 
+def paired_table(paired: dict) -> list[str]:
+    """Markdown lines of a ``compare_predictions`` result."""
+    lines = [
+        f"Paired against `{paired['baseline']}` (same questions; change in points +/- one SE):",
+        "",
+        "| task | baseline % | this % | change | gained / lost |",
+        "|---|---|---|---|---|",
+    ]
+    rows = [*paired["per_task"].items(), ("**overall**", paired["overall"])]
+    lines += [
+        f"| {task} | {c['baseline']:.1f} | {c['new']:.1f} | {c['change']:+.1f} +/- {c['se']:.1f} "
+        f"| {c['gained']} / {c['lost']} |"
+        for task, c in rows
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
     parser.add_argument("--data", required=True)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--baseline", default=None, help="predictions.jsonl of another checkpoint, same split"
+    )
     args = parser.parse_args()
+    baseline = None
+    if args.baseline:  # read first: a bad path fails before minutes of evaluation
+        with open(args.baseline) as f:
+            baseline = [json.loads(line) for line in f]
     model = load_model(args.model)
     samples = load_dataset(args.data)[: args.limit]
     start = time.perf_counter()
@@ -63,6 +91,9 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start, 1),
         "command": f"python benchmarks/eval_default.py --model {args.model} --data {args.data}",
     }
+    if baseline is not None:
+        report["paired"] = {"baseline": args.baseline}
+        report["paired"].update(compare_predictions(result.predictions, baseline))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "default_model.json").write_text(json.dumps(report, indent=1))
@@ -93,6 +124,8 @@ def main() -> None:
         "",
     ]
     lines += [f"- {p['image']} — {p['question']} -> *{p['answer']}*" for p in photos]
+    if baseline is not None:
+        lines += ["", *paired_table(report["paired"])]
     (out / "default_model.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -203,6 +203,49 @@ def paired_change(values: list[float], base: list[float]) -> tuple[float, float]
     return mean, math.sqrt(var / len(diffs))
 
 
+def compare_predictions(predictions: list[dict], baseline: list[dict]) -> dict:
+    """Paired exact-match change of ``predictions`` over ``baseline`` on the same questions.
+
+    Both are per-sample rows as ``mmllm eval`` writes them (``task``, ``answer``, ``correct``),
+    in the same order. Returns the overall and per-task change (mean and standard error in
+    points, paired per sample) and how many questions were gained and lost, so two checkpoints
+    are compared with the noise of their *difference*, not of each accuracy.
+    """
+    if len(predictions) != len(baseline):
+        raise MMLLMError(
+            f"cannot pair {len(predictions)} predictions with {len(baseline)} baseline rows: "
+            "evaluate both on the same split and --limit"
+        )
+    for i, (new, old) in enumerate(zip(predictions, baseline, strict=True)):
+        if (new["task"], new["answer"]) != (old["task"], old["answer"]):
+            raise MMLLMError(
+                f"row {i} differs from the baseline ({new['task']!r}/{new['answer']!r} vs "
+                f"{old['task']!r}/{old['answer']!r}): not the same questions in the same order"
+            )
+
+    def change(rows: list[int]) -> dict:
+        new = [float(predictions[i]["correct"]) for i in rows]
+        old = [float(baseline[i]["correct"]) for i in rows]
+        mean, se = paired_change(new, old)
+        return {
+            "change": 100 * mean,
+            "se": 100 * se,
+            "new": 100 * sum(new) / len(new),
+            "baseline": 100 * sum(old) / len(old),
+            "gained": sum(n > o for n, o in zip(new, old, strict=True)),
+            "lost": sum(n < o for n, o in zip(new, old, strict=True)),
+            "n": len(rows),
+        }
+
+    tasks: dict[str, list[int]] = {}
+    for i, row in enumerate(predictions):
+        tasks.setdefault(row["task"], []).append(i)
+    return {
+        "overall": change(list(range(len(predictions)))),
+        "per_task": {task: change(rows) for task, rows in sorted(tasks.items())},
+    }
+
+
 def _row(
     method: str, spec: str, r: EvalResult, full: EvalResult, reducer_ms: float, frac: float = 1.0
 ):

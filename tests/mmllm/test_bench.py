@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from mmllm.bench import ABLATIONS, METHODS, _merge_chain, run_reduction_bench, swap_images
+from mmllm.bench import (
+    ABLATIONS,
+    METHODS,
+    _merge_chain,
+    compare_predictions,
+    run_reduction_bench,
+    swap_images,
+)
 from mmllm.data.dataset import load_dataset
 from mmllm.data.generate import make_dataset
 from mmllm.errors import MMLLMError
@@ -91,3 +98,30 @@ def test_append_adds_methods_to_a_stored_result_of_the_same_model(tmp_path, tiny
     (out / "reduction.json").write_text(json.dumps(stored))
     with pytest.raises(MMLLMError, match="another model or other samples"):
         run_reduction_bench(model, samples, ["random"], out, batch_size=2, append=True)
+
+
+def _rows(task_correct: list[tuple[str, bool]]) -> list[dict]:
+    return [{"task": t, "answer": str(i), "correct": c} for i, (t, c) in enumerate(task_correct)]
+
+
+def test_compare_predictions_pairs_per_sample():
+    base = _rows([("count", False), ("count", True), ("count", False), ("shape", True)])
+    new = _rows([("count", True), ("count", False), ("count", True), ("shape", True)])
+    out = compare_predictions(new, base)
+    count = out["per_task"]["count"]
+    assert (count["gained"], count["lost"], count["n"]) == (2, 1, 3)
+    assert count["change"] == pytest.approx(100 / 3)
+    # paired differences +1, -1, +1: sample SD sqrt(4/3), SE = SD / sqrt(3)
+    assert count["se"] == pytest.approx(100 * (4 / 3) ** 0.5 / 3**0.5)
+    assert out["per_task"]["shape"]["se"] == 0.0
+    assert out["overall"]["change"] == pytest.approx(25.0)
+    assert (out["overall"]["baseline"], out["overall"]["new"]) == (50.0, 75.0)
+
+
+def test_compare_predictions_refuses_other_questions():
+    base = _rows([("count", False), ("shape", True)])
+    with pytest.raises(MMLLMError, match="cannot pair 1 predictions with 2"):
+        compare_predictions(base[:1], base)
+    swapped = [base[1], base[0]]
+    with pytest.raises(MMLLMError, match="row 0 differs"):
+        compare_predictions(swapped, base)
