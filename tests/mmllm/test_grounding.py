@@ -192,6 +192,7 @@ def test_build_data_labels_tokens_from_regions(model, tmp_path):
                 "default_stage14",
                 "default_stage15",
                 "default_stage16",
+                "default_stage17",
             ],
         ),
     ],
