@@ -89,7 +89,8 @@ def main() -> None:
         "examples": result.predictions[:20],
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "seconds": round(time.perf_counter() - start, 1),
-        "command": f"python benchmarks/eval_default.py --model {args.model} --data {args.data}",
+        "command": f"python benchmarks/eval_default.py --model {args.model} --data {args.data}"
+        + (f" --baseline {args.baseline}" if args.baseline else ""),
     }
     if baseline is not None:
         report["paired"] = {"baseline": args.baseline}
