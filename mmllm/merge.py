@@ -21,7 +21,7 @@ def merge_lora(checkpoint: str | Path, out: str | Path) -> Path:
         raise MMLLMError(f"{checkpoint}: no lora/ folder, nothing to merge")
     if out.exists() and any(out.iterdir()):
         raise MMLLMError(f"{out} exists and is not empty; choose a new folder")
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, merge_lora=False)
     model.llm = model.llm.merge_and_unload()
     llm_dir = out / "llm"
     model.llm.save_pretrained(llm_dir, safe_serialization=True)

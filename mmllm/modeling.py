@@ -532,6 +532,11 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
 
     # -- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        if getattr(self, "lora_merged", False):
+            raise MMLLMError(
+                "this model was loaded with its LoRA merged for inference, so saving it would "
+                "drop the fine-tuning; load it with merge_lora=False to save, or use `mmllm merge`"
+            )
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.save_pretrained(folder)
@@ -557,9 +562,14 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
         llm=None,
         tokenizer=None,
         wider_encoder: str | None = None,
+        merge_lora: bool = False,
         **kwargs: Any,
     ):
         """Load a checkpoint folder (safetensors only), rebuilding the referenced base parts.
+
+        ``merge_lora`` folds the LoRA weights into the LLM (peft ``merge_and_unload``) for
+        inference: the same function without the adapter's extra matmuls in every projection.
+        Such a model cannot be saved again (its LoRA is gone); training loads without it.
 
         ``wider_encoder`` (e.g. ``efficientnet_lite0:detail=4,7`` for a checkpoint trained on
         ``efficientnet_lite0``) swaps in an encoder whose tokens start with the saved encoder's
@@ -602,5 +612,8 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
             from peft import PeftModel
 
             model.llm = PeftModel.from_pretrained(model.llm, folder / "lora")
+            if merge_lora:
+                model.llm = model.llm.merge_and_unload()
+                model.lora_merged = True
         model.eval()
         return model

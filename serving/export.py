@@ -153,7 +153,7 @@ def export_for_vllm(
 
     _check_quantize(quantize)
     _check_out(Path(out))
-    model = load_model(checkpoint, reduction=reduction)
+    model = load_model(checkpoint, reduction=reduction, merge_lora=not keep_lora)
     return export_model(model, out, dtype, quantize, keep_lora, calibration)
 
 

@@ -81,6 +81,37 @@ def test_save_load_roundtrip_is_exact(tmp_path, conversations, images, tiny):
     )
 
 
+def test_merge_lora_on_load_keeps_the_function_and_refuses_to_save(
+    tmp_path, conversations, images, tiny
+):
+    """Inference loads fold LoRA into the weights (no peft wrappers left) with the same loss as
+    the unmerged model; saving such a model would drop the fine-tuning, so it is refused."""
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny.model()
+    model.llm = get_peft_model(model.llm, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    for name, p in model.llm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # a LoRA that changes the function
+    batch = MMLLMProcessor.from_model(model)(conversations, [[im] for im in images], train=True)
+    model.save_pretrained(tmp_path)
+    loaded = {}
+    for merge in (False, True):
+        llm, tok = tiny.llm("llama")
+        loaded[merge] = MMLLMForConditionalGeneration.from_pretrained(
+            tmp_path, encoder=tiny.encoder(), llm=llm, tokenizer=tok, merge_lora=merge
+        )
+    assert hasattr(loaded[False].llm, "peft_config")
+    assert not any("lora" in n for n, _ in loaded[True].llm.named_modules())
+    with torch.no_grad():
+        base, unmerged, merged = (m(**batch).loss for m in (model, loaded[False], loaded[True]))
+    torch.testing.assert_close(unmerged, base)
+    torch.testing.assert_close(merged, base, rtol=1e-5, atol=1e-5)
+    with pytest.raises(MMLLMError, match="merged for inference"):
+        loaded[True].save_pretrained(tmp_path / "again")
+    loaded[False].save_pretrained(tmp_path / "again")
+
+
 def test_pickled_checkpoint_is_refused(tmp_path, tiny):
     model = tiny.model()
     model.save_pretrained(tmp_path)
