@@ -5,7 +5,8 @@ A forward pass also has a cost that does not grow with the tokens (every weight 
 forward, and per-layer overheads), which a small batch of short prompts cannot hide; this measures
 how far the real speed-up is from the ideal as the batch grows. Same model, samples and
 length-sorted batches (``mmllm.evaluate.length_sorted_batches``) as ``mmllm eval``; every spec is
-timed side by side in each repetition, and the minimum over repetitions is kept.
+timed side by side in each repetition, and the minimum over repetitions is kept. ``--lora both``
+also times the model with its LoRA kept apart (peft wrappers) next to the merged one.
 
     python benchmarks/prefill_scaling.py --data data/test --limit 96 \\
         --specs identity,focus:12,focus:5 --batch-sizes 1,8,32 \\
@@ -59,33 +60,47 @@ def time_prefill(model, samples, spec: str, batch_size: int) -> dict:
     }
 
 
-def measure(model, samples, specs: list[str], batch_sizes: list[int], repeats: int) -> list[dict]:
+def measure(
+    models: dict[str, object], samples, specs: list[str], batch_sizes: list[int], repeats: int
+) -> list[dict]:
+    """Best-of-``repeats`` timings of every (model, spec), all side by side in each repetition;
+    each model's speed-ups are against its own first spec."""
     rows = []
     for bs in batch_sizes:
-        best: dict[str, dict] = {}
+        best: dict[tuple[str, str], dict] = {}
         for _ in tqdm(range(repeats), desc=f"batch {bs}"):
-            for spec in specs:  # side by side in each repetition
-                r = time_prefill(model, samples, spec, bs)
-                if spec not in best or r["prefill_ms"] < best[spec]["prefill_ms"]:
-                    best[spec] = r
-        full = best[specs[0]]
-        full_llm = full["prefill_ms"] - full["vision_ms"]
-        for spec in specs:
-            r = best[spec]
-            llm = r["prefill_ms"] - r["vision_ms"]
-            ideal = full["prompt_tokens"] / r["prompt_tokens"]
-            rows.append(
-                {
-                    "batch_size": bs,
-                    "spec": spec,
-                    **r,
-                    "llm_prefill_ms": llm,
-                    "speedup": full["prefill_ms"] / r["prefill_ms"],
-                    "llm_speedup": full_llm / llm,
-                    "ideal_speedup": ideal,
-                    "llm_share_of_ideal": full_llm / llm / ideal,
-                }
-            )
+            for lora, model in models.items():
+                for spec in specs:  # side by side in each repetition
+                    r = time_prefill(model, samples, spec, bs)
+                    key = (lora, spec)
+                    if key not in best or r["prefill_ms"] < best[key]["prefill_ms"]:
+                        best[key] = r
+        for lora in models:
+            rows += _speedups(best, lora, specs, bs)
+    return rows
+
+
+def _speedups(best: dict, lora: str, specs: list[str], bs: int) -> list[dict]:
+    full = best[lora, specs[0]]
+    full_llm = full["prefill_ms"] - full["vision_ms"]
+    rows = []
+    for spec in specs:
+        r = best[lora, spec]
+        llm = r["prefill_ms"] - r["vision_ms"]
+        ideal = full["prompt_tokens"] / r["prompt_tokens"]
+        rows.append(
+            {
+                "batch_size": bs,
+                "lora": lora,
+                "spec": spec,
+                **r,
+                "llm_prefill_ms": llm,
+                "speedup": full["prefill_ms"] / r["prefill_ms"],
+                "llm_speedup": full_llm / llm,
+                "ideal_speedup": ideal,
+                "llm_share_of_ideal": full_llm / llm / ideal,
+            }
+        )
     return rows
 
 
@@ -97,13 +112,13 @@ def write(rows: list[dict], out: Path, n: int) -> None:
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"threads, torch {torch.__version__}; n = {n} held-out samples; min of repeats.",
         "",
-        "| batch | spec | prompt tokens | prefill ms | vision ms | LLM prefill ms "
+        "| batch | LoRA | spec | prompt tokens | prefill ms | vision ms | LLM prefill ms "
         "| speed-up (LLM) | ideal | LLM speed-up / ideal |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['batch_size']} | {r['spec']} | {r['prompt_tokens']:.1f} | "
+            f"| {r['batch_size']} | {r['lora']} | {r['spec']} | {r['prompt_tokens']:.1f} | "
             f"{r['prefill_ms']:.1f} | {r['vision_ms']:.1f} | {r['llm_prefill_ms']:.1f} | "
             f"{r['speedup']:.2f}x ({r['llm_speedup']:.2f}x) | {r['ideal_speedup']:.2f}x | "
             f"{100 * r['llm_share_of_ideal']:.0f}% |"
@@ -119,14 +134,17 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    specs = [s for s in dict.fromkeys(r["spec"] for r in rows) if s != rows[0]["spec"]]
-    for spec in specs:
-        mine = [r for r in rows if r["spec"] == spec]
+    curves = dict.fromkeys((r["lora"], r["spec"]) for r in rows if r["spec"] != rows[0]["spec"])
+    several = len({lora for lora, _ in curves}) > 1
+    for lora, spec in curves:
+        mine = [r for r in rows if (r["lora"], r["spec"]) == (lora, spec)]
         ax.plot(
             [r["batch_size"] for r in mine],
             [100 * r["llm_share_of_ideal"] for r in mine],
             marker="o",
-            label=f"{spec} (ideal {mine[0]['ideal_speedup']:.2f}x)",
+            ls="--" if lora == "unmerged" else "-",
+            label=f"{spec}{f' LoRA {lora}' if several else ''} "
+            f"(ideal {mine[0]['ideal_speedup']:.2f}x)",
         )
     ax.axhline(90, color="grey", ls="--", lw=1, label="target 90%")
     ax.set_xscale("log", base=2)
@@ -148,12 +166,19 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prefill_scaling"))
+    parser.add_argument(
+        "--lora",
+        choices=("merged", "unmerged", "both"),
+        default="merged",
+        help="LoRA folded into the weights (as load_model serves it), kept apart, or both",
+    )
     args = parser.parse_args()
     samples = load_dataset(args.data)[: args.limit]
-    model = load_model(args.model)
+    kinds = ("merged", "unmerged") if args.lora == "both" else (args.lora,)
+    models = {kind: load_model(args.model, merge_lora=kind == "merged") for kind in kinds}
     specs = [s.strip() for s in args.specs.split(",")]
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    rows = measure(model, samples, specs, sizes, args.repeats)
+    rows = measure(models, samples, specs, sizes, args.repeats)
     write(rows, args.out, len(samples))
     print(args.out.with_suffix(".md").read_text())
 

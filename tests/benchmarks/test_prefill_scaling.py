@@ -1,0 +1,46 @@
+"""benchmarks/prefill_scaling.py: every (model, spec) is timed, speed-ups are against each
+model's own full-token row, and the table and plot are written."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from mmllm.data.dataset import load_dataset
+from mmllm.data.generate import make_dataset
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "prefill_scaling.py"
+
+
+@pytest.fixture(scope="module")
+def scaling():
+    spec = importlib.util.spec_from_file_location("prefill_scaling", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_per_model_and_spec_against_their_own_base(scaling, tiny, tmp_path):
+    make_dataset(tmp_path / "data", 4, seed=0, split="test", progress=False)
+    samples = load_dataset(tmp_path / "data")
+    models = {"merged": tiny.model("llama"), "unmerged": tiny.model("llama")}
+    rows = scaling.measure(models, samples, ["identity", "random:4"], [2], repeats=1)
+    assert [(r["lora"], r["spec"]) for r in rows] == [
+        ("merged", "identity"),
+        ("merged", "random:4"),
+        ("unmerged", "identity"),
+        ("unmerged", "random:4"),
+    ]
+    for base, reduced in (rows[:2], rows[2:]):
+        assert base["llm_speedup"] == 1.0 and base["ideal_speedup"] == 1.0
+        assert reduced["prompt_tokens"] == base["prompt_tokens"] - 12  # 16 -> 4 visual tokens
+        assert reduced["ideal_speedup"] == base["prompt_tokens"] / reduced["prompt_tokens"]
+        assert reduced["llm_share_of_ideal"] == pytest.approx(
+            reduced["llm_speedup"] / reduced["ideal_speedup"]
+        )
+    scaling.write(rows, tmp_path / "out" / "scaling", len(samples))
+    assert len(json.loads((tmp_path / "out" / "scaling.json").read_text())) == 4
+    table = (tmp_path / "out" / "scaling.md").read_text()
+    assert "| 2 | unmerged | random:4 |" in table
+    assert (tmp_path / "out" / "scaling.png").is_file()
