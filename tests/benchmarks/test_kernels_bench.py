@@ -1,23 +1,16 @@
 """benchmarks/kernels.py: rows carry the measured and derived columns, a failing case is
 recorded with its error instead of ending the run, and a stored table re-renders."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("kernels_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("kernels")
 
 
 TINY = {"B": (2,), "N": (18,), "D": (8,)}

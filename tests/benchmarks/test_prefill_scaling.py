@@ -1,24 +1,17 @@
 """benchmarks/prefill_scaling.py: every (model, spec) is timed, speed-ups are against each
 model's own full-token row, and the table and plot are written."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from mmllm.data.dataset import load_dataset
 from mmllm.data.generate import make_dataset
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "prefill_scaling.py"
-
 
 @pytest.fixture(scope="module")
-def scaling():
-    spec = importlib.util.spec_from_file_location("prefill_scaling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def scaling(load_script):
+    return load_script("prefill_scaling")
 
 
 def test_rows_per_model_and_spec_against_their_own_base(scaling, tiny, tmp_path):

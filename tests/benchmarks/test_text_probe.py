@@ -1,20 +1,12 @@
 """benchmarks/text_probe.py: the linear probe reads a separable target and not a random one."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "text_probe.py"
-
 
 @pytest.fixture(scope="module")
-def text_probe():
-    spec = importlib.util.spec_from_file_location("text_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def text_probe(load_script):
+    return load_script("text_probe")
 
 
 def test_probe_reads_a_linear_target_and_reports_chance(text_probe):
