@@ -131,6 +131,7 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
     config_class = MMLLMConfig
     base_model_prefix = "mmllm"
     supports_gradient_checkpointing = False
+    lora_merged = False  # set by from_pretrained(merge_lora=True): the LoRA is in the weights
 
     def __init__(
         self, config: MMLLMConfig, encoder: nn.Module | None = None, llm=None, tokenizer=None
@@ -532,7 +533,7 @@ class MMLLMForConditionalGeneration(PreTrainedModel):
 
     # -- save / load ---------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
-        if getattr(self, "lora_merged", False):
+        if self.lora_merged:
             raise MMLLMError(
                 "this model was loaded with its LoRA merged for inference, so saving it would "
                 "drop the fine-tuning; load it with merge_lora=False to save, or use `mmllm merge`"
