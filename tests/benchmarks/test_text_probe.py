@@ -1,4 +1,5 @@
-"""benchmarks/text_probe.py: the linear probe reads a separable target and not a random one."""
+"""benchmarks/text_probe.py: the linear probe reads a separable target and not a random one;
+fine-tuning trains the encoder and leaves its BatchNorm statistics alone."""
 
 import pytest
 import torch
@@ -30,3 +31,28 @@ def test_targets_pick_words_and_numbers(text_probe):
     assert keep("4426") and not keep("426") and not keep("cat") and label("4426") == "4"
     keep, label = text_probe.TARGETS["word"]
     assert keep("cat") and not keep("12")
+
+
+def test_finetune_lowers_the_loss_and_trains_the_encoder(text_probe, tmp_path, monkeypatch):
+    from mmllm.data.generate import make_dataset
+    from mmllm.encoders import build_encoder
+
+    make_dataset(tmp_path, 40, seed=3, split="train", tasks=["text"], progress=False)
+    built = []
+
+    def keep(*args, **kwargs):
+        built.append(build_encoder(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(text_probe, "build_encoder", keep)
+    reference = build_encoder(text_probe.ENCODER, image_size=64)
+    torch.manual_seed(0)
+    history = text_probe.finetune_word_probe(tmp_path, 64, epochs=3, lr=1e-3, batch=8)
+    assert len(history) == 3 and all(0 <= h["accuracy"] <= 1 for h in history)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    tuned, frozen = dict(built[0].named_parameters()), dict(reference.named_parameters())
+    trainable = set(reference.trainable_state_names())
+    assert any(not torch.equal(tuned[n], frozen[n]) for n in trainable)
+    assert all(torch.equal(tuned[n], frozen[n]) for n in frozen if n not in trainable)
+    buffers = dict(reference.named_buffers())
+    assert all(torch.equal(b, buffers[n]) for n, b in built[0].named_buffers())

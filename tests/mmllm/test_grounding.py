@@ -193,6 +193,7 @@ def test_build_data_labels_tokens_from_regions(model, tmp_path):
                 "default_stage15",
                 "default_stage16",
                 "default_stage17",
+                "default_stage18",
             ],
         ),
     ],
@@ -200,7 +201,7 @@ def test_build_data_labels_tokens_from_regions(model, tmp_path):
 def test_ground_recipe_then_lora_stages(tmp_path, ground_recipe, stages):
     """A stage-0 recipe at smoke size writes an adapter and a word-accuracy report (the place
     recipe also place accuracy and the cell embeddings), and each LoRA stage continues the
-    previous one, keeping the cell embeddings."""
+    previous one, keeping the cell embeddings (and, once fine-tuned, the encoder)."""
     from safetensors.torch import load_file
 
     from mmllm.data.generate import make_dataset
@@ -222,8 +223,11 @@ def test_ground_recipe_then_lora_stages(tmp_path, ground_recipe, stages):
             "train.output_dir": str(tmp_path / stage),
             "model.init_from": str(previous),
         }
-        previous = train(load_recipe(stage, overrides), smoke=True)
+        recipe = load_recipe(stage, overrides)
+        previous = train(recipe, smoke=True)
         assert (previous / "lora" / "adapter_model.safetensors").is_file()
+        if recipe.train.encoder_lr is not None:  # a fine-tuned encoder travels with the stage
+            assert (previous / "encoder.safetensors").is_file()
     adapter = load_file(previous / "adapter.safetensors")
     assert ("position.weight" in adapter) == places
     if places:
