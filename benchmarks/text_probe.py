@@ -1,7 +1,8 @@
 """Can the frozen encoder's tokens be read as text? A linear probe on text-task images.
 
 Renders text-task images (words and 0-9999 numbers, data seed 99, never used in training),
-encodes them with the default model's frozen encoder, and fits an L2-regularised logistic
+encodes them with the default model's frozen encoder (or, with ``--encoder-weights``, a
+checkpoint's fine-tuned one), and fits an L2-regularised logistic
 regression on the mean and max of each image's tokens (80/20 split, standardised features) for
 three targets: the word (words only), the number's length, and the first digit of 4-digit
 numbers. Chance is the most
@@ -15,6 +16,7 @@ same 80/20 split, and reports the held-out accuracy after each epoch.
 
     python benchmarks/text_probe.py --image-size 224 --n 3000
     python benchmarks/text_probe.py --image-size 224 --n 3000 --finetune 4
+    python benchmarks/text_probe.py --encoder-weights runs/default_stage18/final/encoder.safetensors
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from mmllm.data.generate import make_dataset
@@ -56,10 +59,22 @@ def load_pixels(encoder, root: Path, rows: list[dict]) -> torch.Tensor:
     return encoder.preprocess(images)
 
 
-@torch.no_grad()
-def pooled_tokens(root: Path, image_size: int, batch: int = 32) -> tuple[torch.Tensor, list[str]]:
-    """Mean and max over each image's visual tokens, ``[n, 2 * D]``, and the answers."""
+def load_encoder(image_size: int, weights: Path | None = None):
+    """The default model's encoder, with a checkpoint's fine-tuned ``encoder.safetensors``."""
     encoder = build_encoder(ENCODER, image_size=image_size).eval()
+    if weights is not None:
+        unexpected = encoder.load_state_dict(load_file(weights), strict=False).unexpected_keys
+        if unexpected:
+            raise SystemExit(f"{weights} is not {ENCODER}'s: unexpected {unexpected[:3]}")
+    return encoder
+
+
+@torch.no_grad()
+def pooled_tokens(
+    root: Path, image_size: int, weights: Path | None = None, batch: int = 32
+) -> tuple[torch.Tensor, list[str]]:
+    """Mean and max over each image's visual tokens, ``[n, 2 * D]``, and the answers."""
+    encoder = load_encoder(image_size, weights)
     rows = load_rows(root)
     pooled = []
     for i in tqdm(range(0, len(rows), batch), desc=f"encoding at {image_size} px"):
@@ -73,7 +88,7 @@ def finetune_word_probe(
     """Fine-tune the encoder's token weights (lr) and a LayerNorm + linear head (10 x lr) to name
     the word on the first 80% of the word images; per epoch, the mean training loss and the
     held-out (last 20%) accuracy. The encoder stays in eval mode: BatchNorm statistics frozen."""
-    encoder = build_encoder(ENCODER, image_size=image_size).eval()
+    encoder = load_encoder(image_size)
     names = set(encoder.trainable_state_names())
     for name, p in encoder.named_parameters():
         p.requires_grad_(name in names)
@@ -158,6 +173,13 @@ def main() -> None:
         metavar="EPOCHS",
         help="also fine-tune the encoder + a linear head on the word target for this many epochs",
     )
+    parser.add_argument(
+        "--encoder-weights",
+        type=Path,
+        default=None,
+        metavar="ENCODER_SAFETENSORS",
+        help="probe a checkpoint's fine-tuned encoder (its encoder.safetensors)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,8 +187,9 @@ def main() -> None:
         if args.finetune:
             print(f"{ENCODER} fine-tuned at {args.image_size} px on the words of {args.n} images:")
             finetune_word_probe(Path(tmp), args.image_size, args.finetune)
-        x, answers = pooled_tokens(Path(tmp), args.image_size)
-    print(f"{ENCODER} at {args.image_size} px, {args.n} images (seed {args.seed}):")
+        x, answers = pooled_tokens(Path(tmp), args.image_size, args.encoder_weights)
+    weights = f" + {args.encoder_weights}" if args.encoder_weights else " (frozen)"
+    print(f"{ENCODER}{weights} at {args.image_size} px, {args.n} images (seed {args.seed}):")
     for name, (keep, label) in TARGETS.items():
         rows = [i for i, a in enumerate(answers) if keep(a)]
         r = probe(x[rows], [label(answers[i]) for i in rows])

@@ -56,3 +56,17 @@ def test_finetune_lowers_the_loss_and_trains_the_encoder(text_probe, tmp_path, m
     assert all(torch.equal(tuned[n], frozen[n]) for n in frozen if n not in trainable)
     buffers = dict(reference.named_buffers())
     assert all(torch.equal(b, buffers[n]) for n, b in built[0].named_buffers())
+
+
+def test_encoder_weights_load_a_checkpoint_encoder_and_refuse_another(text_probe, tmp_path):
+    from safetensors.torch import save_file
+
+    encoder = text_probe.load_encoder(64)
+    name = encoder.trainable_state_names()[0]
+    state = {name: torch.full_like(dict(encoder.named_parameters())[name], 0.5)}
+    save_file(state, tmp_path / "encoder.safetensors")
+    loaded = dict(text_probe.load_encoder(64, tmp_path / "encoder.safetensors").named_parameters())
+    assert torch.equal(loaded[name], state[name])
+    save_file({"not.a.weight": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(SystemExit, match="unexpected"):
+        text_probe.load_encoder(64, tmp_path / "other.safetensors")
