@@ -101,6 +101,12 @@ def words_of(text: str) -> list[str]:
     return text.lower().split()
 
 
+def object_regions(regions: list[dict]) -> list[dict]:
+    """The regions stage 0 grounds: objects, not rendered text (``"kind": "text"``, which a
+    frozen encoder does not resolve; :mod:`mmllm.reading` trains on those)."""
+    return [r for r in regions if r.get("kind") != "text"]
+
+
 @dataclass
 class GroundingData(torch.utils.data.Dataset):
     """Cached encoder tokens ``features [N, T, C]`` (fp16) and each token's phrase ``labels
@@ -123,7 +129,7 @@ def phrase_list(samples: list[Sample], background: str) -> list[str]:
     phrases = {" ".join(words_of(background)): None}
     for sample in samples:
         for regions in sample.regions or []:
-            phrases.update({" ".join(words_of(r["text"])): None for r in regions})
+            phrases.update({" ".join(words_of(r["text"])): None for r in object_regions(regions)})
     return list(phrases)
 
 
@@ -140,7 +146,7 @@ def build_grounding_data(
     pairs: dict[Path, list[dict]] = {}
     for sample in samples:
         for path, regions in zip(sample.images, sample.regions or [], strict=False):
-            pairs.setdefault(path, regions)
+            pairs.setdefault(path, object_regions(regions))
     if not pairs:
         raise MMLLMError(
             "stage 0 (grounding) needs rows with 'regions' (boxes and the words for them); "

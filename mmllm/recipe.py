@@ -74,11 +74,30 @@ class GroundingSection(_Strict):
     )
 
 
+class ReadingSection(_Strict):
+    """The reading stage (:mod:`mmllm.reading`): encoder + adapter, text cells onto words."""
+
+    min_cover: float = Field(
+        0.08, ge=0, lt=1, description="a text region owns a cell it covers more of than this"
+    )
+    ce_weight: float = Field(
+        0.01, ge=0, description="weight of the word cross-entropy next to the squared error"
+    )
+    scale: float = Field(5.0, gt=0, description="logit scale of the word cross-entropy")
+    keep_weight: float = Field(
+        1.0,
+        ge=0,
+        description="weight of the squared error (a mean over non-text cells) that keeps their "
+        "output as the model gave it before this stage; the text cells' error has weight 1",
+    )
+
+
 class TrainSection(_Strict):
-    stage: Literal[0, 1, 2] = Field(
+    stage: Literal[0, 1, 2, "read"] = Field(
         1,
         description="0: ground the adapter in word embeddings (no LLM pass; rows need "
-        "'regions'), 1: adapter through the frozen LLM, 2: + LoRA",
+        "'regions'), 1: adapter through the frozen LLM, 2: + LoRA, read: encoder + adapter "
+        "onto the words of text regions (no LLM pass; needs train.encoder_lr)",
     )
     output_dir: Path
     epochs: float = Field(1.0, gt=0)
@@ -146,14 +165,18 @@ class Recipe(_Strict):
     quantization: QuantizationSection = QuantizationSection()
     smoke: SmokeSection = SmokeSection()
     grounding: GroundingSection = GroundingSection()
+    reading: ReadingSection = ReadingSection()
 
     @model_validator(mode="after")
     def _stage_two_needs_lora(self) -> Recipe:
-        if self.train.stage == 0 and (self.lora or self.train.reduction_budgets):
+        stage = self.train.stage
+        if stage in (0, "read") and (self.lora or self.train.reduction_budgets):
             raise ValueError(
-                "stage 0 grounds the adapter alone on full token grids: remove 'lora' and "
+                f"stage {stage} trains on full token grids with no LLM pass: remove 'lora' and "
                 "train.reduction_budgets (use them in a later stage with model.init_from)"
             )
+        if stage == "read" and self.train.encoder_lr is None:
+            raise ValueError("stage read fine-tunes the encoder: set train.encoder_lr")
         if self.train.stage == 2 and self.lora is None:
             raise ValueError("stage 2 trains LoRA on the LLM: add a 'lora' section")
         if self.quantization.load_in_4bit and self.lora is None:

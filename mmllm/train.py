@@ -285,6 +285,8 @@ def train(recipe: Recipe, smoke: bool = False, resume: bool = False) -> Path:
     out = Path(t.output_dir)
     if t.stage == 0:
         return _train_grounding(recipe, model, train_set, eval_set, smoke, resume)
+    if t.stage == "read":
+        return _train_reading(recipe, model, train_set, eval_set, smoke, resume)
     processor = MMLLMProcessor.from_model(model)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("training %s parameters (%d samples)", f"{n_trainable:,}", len(train_set))
@@ -328,15 +330,7 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
     )
 
     g, t, out = recipe.grounding, recipe.train, Path(recipe.train.output_dir)
-    grid = model.encoder.grid
-    if (
-        model.adapter.token_projector() is None
-        or model.adapter.output_len(grid[0] * grid[1], grid) != grid[0] * grid[1]
-    ):
-        raise MMLLMError(
-            f"stage 0 grounds each visual token on its own: adapter '{model.config.adapter}' "
-            "does not map tokens one to one (use mlp2x_gelu)"
-        )
+    _check_token_wise(model, "stage 0")
     phrases = phrase_list(train_set + (eval_set or []), g.background)
     train_data = build_grounding_data(model, train_set, phrases, g.min_cover)
     eval_data = None
@@ -364,6 +358,60 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
     final = run_and_save(trainer, model, recipe, resume)
     write_report(objective, eval_data or train_data, final)
     return final
+
+
+def _train_reading(recipe, model, train_set, eval_set, smoke: bool, resume: bool) -> Path:
+    """The reading stage (:mod:`mmllm.reading`): encoder + adapter onto the words of text
+    regions, every other cell held at the model's output before the stage."""
+    from transformers import default_data_collator
+
+    from mmllm.reading import (
+        ReadingObjective,
+        build_reading_data,
+        reading_phrases,
+        write_reading_report,
+    )
+
+    r, t, out = recipe.reading, recipe.train, Path(recipe.train.output_dir)
+    _check_token_wise(model, "the reading stage")
+    phrases = reading_phrases(train_set + (eval_set or []))
+    train_data = build_reading_data(model, train_set, phrases, r.min_cover)
+    eval_data = None
+    if eval_set is not None and any(s.regions for s in eval_set):
+        eval_data = build_reading_data(model, eval_set, phrases, r.min_cover)
+    objective = ReadingObjective(model, phrases, r.ce_weight, r.scale, r.keep_weight)
+    log.info(
+        "reading stage: %d images, %d phrases, %d words",
+        len(train_data),
+        len(phrases),
+        len(objective.words),
+    )
+    args = _training_args(recipe, smoke, len(train_data), eval_data is not None, lm=False)
+    trainer = MMLLMTrainer(
+        model=objective,
+        args=args,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=default_data_collator,
+        callbacks=[ThroughputAndCurve(out)],
+    )
+    trainer.adapter_lr = t.adapter_lr
+    trainer.encoder_lr = t.encoder_lr
+    final = run_and_save(trainer, model, recipe, resume)
+    write_reading_report(objective, eval_data or train_data, final)
+    return final
+
+
+def _check_token_wise(model, what: str) -> None:
+    grid = model.encoder.grid
+    if (
+        model.adapter.token_projector() is None
+        or model.adapter.output_len(grid[0] * grid[1], grid) != grid[0] * grid[1]
+    ):
+        raise MMLLMError(
+            f"{what} trains each visual token on its own: adapter '{model.config.adapter}' "
+            "does not map tokens one to one (use mlp2x_gelu)"
+        )
 
 
 def _training_args(

@@ -57,11 +57,20 @@ def _more_turns(
 
 def regions_of(scene: Scene) -> list[dict]:
     """The scene's objects as grounding regions: a box (fractions of the image, rounded to
-    1e-4) and the words for what it shows (``"red circle"``); see :mod:`mmllm.grounding`."""
-    return [
+    1e-4) and the words for what it shows (``"red circle"``); see :mod:`mmllm.grounding`.
+    Rendered text is a region too, marked ``"kind": "text"`` and holding what it reads (lower
+    case, as the text task answers): stage 0 leaves it out, the reading stage
+    (:mod:`mmllm.reading`) trains on it."""
+    regions = [
         {"box": [round(v, 4) for v in o.box(scene.width, scene.height)], "text": o.name}
         for o in scene.objects
     ]
+    if scene.text is not None:
+        box = scene.text.box(scene.width, scene.height)
+        regions.append(
+            {"box": [round(v, 4) for v in box], "text": scene.text.value.lower(), "kind": "text"}
+        )
+    return regions
 
 
 def split_of(scene: Scene) -> str:

@@ -85,6 +85,19 @@ class Text:
     height: float
     colour: str
 
+    def box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The rendered text's ink box ``(x0, y0, x1, y1)`` in fractions of the image, from the
+        font's metrics (the same call :func:`render` draws with)."""
+        font = _font(round(self.height * min(width, height)))
+        x0, y0, x1, y1 = font.getbbox(self.value, anchor="mm")
+        cx, cy = self.x * width, self.y * height
+        return (
+            max(0.0, (cx + x0) / width),
+            max(0.0, (cy + y0) / height),
+            min(1.0, (cx + x1) / width),
+            min(1.0, (cy + y1) / height),
+        )
+
 
 @dataclass
 class Scene:

@@ -147,14 +147,18 @@ def test_dense_rows_ask_about_every_object_once(tmp_path):
 def test_regions_box_each_object_with_its_words(sets):
     """Every generated row carries one grounding region per object: its words are the
     object's colour and shape, its box is the drawn shape's (checked on the pixels: the box's
-    centre has the object's colour)."""
+    centre has the object's colour). Rendered text is one more region, marked as text, reading
+    what the text task answers (its box: tests/mmllm/test_reading.py)."""
     from mmllm.data.scenes import PALETTE, SHAPES
 
     root, out = sets
     for row in rows(out["train"])[:60]:
         [regions] = row["regions"]
+        texts = [r for r in regions if r.get("kind") == "text"]
+        if row["task"] == "text":
+            assert [r["text"] for r in texts] == [row["answer"]]
         image = Image.open(root / "train" / row["images"][0]).convert("RGB")
-        for region in regions:
+        for region in [r for r in regions if r.get("kind") != "text"]:
             colour, shape = region["text"].split()
             assert colour in PALETTE and shape in SHAPES
             x0, y0, x1, y1 = region["box"]

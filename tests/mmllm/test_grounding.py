@@ -239,7 +239,7 @@ def test_stage_zero_refuses_lora_and_token_folding_adapters(tmp_path, tiny):
     from mmllm.recipe import load_recipe
     from mmllm.train import train
 
-    with pytest.raises(MMLLMError, match="stage 0 grounds the adapter alone"):
+    with pytest.raises(MMLLMError, match="stage 0 trains on full token grids"):
         load_recipe("default_ground", {"lora": {"r": 4}})
     make_dataset(tmp_path / "d", 4, seed=1, split="train", progress=False)
     recipe = load_recipe(
