@@ -100,15 +100,16 @@ class MMLLMTrainer(Trainer):
         from safetensors.torch import load_file
 
         folder = Path(resume_from_checkpoint)
-        self.model.adapter.load_state_dict(load_file(folder / ADAPTER_FILE))
+        vlm = getattr(self.model, "vlm", self.model)  # stage 0 / read train an objective around it
+        vlm.adapter.load_state_dict(load_file(folder / ADAPTER_FILE))
         if (folder / ENCODER_FILE).is_file():
-            self.model.load_encoder_state(load_file(folder / ENCODER_FILE))
+            vlm.load_encoder_state(load_file(folder / ENCODER_FILE))
         if (folder / "lora").is_dir():
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file as load_lora
 
             set_peft_model_state_dict(
-                self.model.llm, load_lora(folder / "lora" / "adapter_model.safetensors")
+                vlm.llm, load_lora(folder / "lora" / "adapter_model.safetensors")
             )
 
     def _load_best_model(self) -> None:  # pragma: no cover - not used (load_best_model_at_end off)

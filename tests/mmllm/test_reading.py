@@ -147,7 +147,8 @@ def test_recipe_checks_of_the_reading_stage():
 @pytest.mark.slow
 def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     """default_read19 then default_stage19 run at smoke size from a LoRA checkpoint: the reading
-    stage writes its report and a fine-tuned encoder, which the LoRA stage carries on."""
+    stage writes its report and a fine-tuned encoder (and resumes from its checkpoint), which the
+    LoRA stage carries on."""
     from mmllm.data.generate import make_dataset
     from mmllm.recipe import load_recipe
     from mmllm.train import train
@@ -175,3 +176,6 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
         if name == "default_read19":
             report = json.loads((previous / "reading.json").read_text())
             assert {"keep_error", "word"} <= set(report)
+            # resuming loads the checkpoint's encoder, adapter and LoRA into the objective's model
+            again = train(load_recipe(name, overrides), smoke=True, resume=True)
+            assert again == previous
