@@ -88,6 +88,16 @@ def assign_cells(boxes: torch.Tensor, grid: tuple[int, int], min_cover: float) -
     return owner
 
 
+def cell_labels(
+    regions: list[dict], ids: list[int], grid: tuple[int, int], min_cover: float
+) -> torch.Tensor:
+    """Each cell's label ``[h * w]``: ``ids[i]`` where region ``i`` owns the cell
+    (:func:`assign_cells`), ``BACKGROUND`` where none does."""
+    boxes = torch.tensor([r["box"] for r in regions], dtype=torch.float32)
+    owner = assign_cells(boxes.view(-1, 4), grid, min_cover)
+    return torch.tensor([*ids, BACKGROUND], dtype=torch.long)[owner]  # -1: the appended last
+
+
 def cell_places(grid: tuple[int, int]) -> list[str]:
     """Each cell's place in a 3 x 3 layout of the image (``POSITIONS`` names), from the third
     its centre falls in: on a 7 x 7 grid columns 0-1 are "left", 2-4 the middle, 5-6 "right"."""
@@ -167,10 +177,7 @@ def build_grounding_data(
             for path in chunk:
                 regions = pairs[path]
                 ids = [index[" ".join(words_of(r["text"]))] for r in regions]
-                boxes = torch.tensor([r["box"] for r in regions], dtype=torch.float32)
-                owner = assign_cells(boxes.view(-1, 4), grid, min_cover)
-                phrase_of = torch.tensor([*ids, BACKGROUND], dtype=torch.long)
-                labels.append(phrase_of[owner])  # owner -1 picks the appended background
+                labels.append(cell_labels(regions, ids, grid, min_cover))
     return GroundingData(torch.cat(feats), torch.stack(labels), phrases)
 
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from mmllm.data.dataset import Sample
 from mmllm.errors import MMLLMError
-from mmllm.grounding import BACKGROUND, GroundingObjective, assign_cells, words_of
+from mmllm.grounding import BACKGROUND, GroundingObjective, cell_labels, words_of
 from mmllm.vision_tokenizers.images import to_pixels
 
 log = logging.getLogger(__name__)
@@ -118,9 +118,7 @@ def build_reading_data(
             for path in chunk:
                 regions = regions_of[path]
                 ids = [index[reading_phrase(r["text"])] for r in regions]
-                boxes = torch.tensor([r["box"] for r in regions], dtype=torch.float32)
-                owner = assign_cells(boxes.view(-1, 4), grid, min_cover)
-                labels.append(torch.tensor([*ids, BACKGROUND], dtype=torch.long)[owner])
+                labels.append(cell_labels(regions, ids, grid, min_cover))
     return ReadingData(paths, torch.stack(labels), torch.cat(teacher), pixels)
 
 

@@ -53,13 +53,9 @@ class QuantizationSection(_Strict):
     )
 
 
-class GroundingSection(_Strict):
-    """Stage 0 (:mod:`mmllm.grounding`): the adapter alone, onto the LLM's word embeddings."""
+class _CellTargets(_Strict):
+    """How regions label grid cells and how cells are pulled onto their words (stage 0, read)."""
 
-    background: str = Field("background", description="words for cells no region covers")
-    background_weight: float = Field(
-        0.2, ge=0, description="weight of background cells in the squared error (objects: 1)"
-    )
     min_cover: float = Field(
         0.08, ge=0, lt=1, description="a region owns a cell it covers more of than this"
     )
@@ -67,6 +63,15 @@ class GroundingSection(_Strict):
         0.01, ge=0, description="weight of the word cross-entropy next to the squared error"
     )
     scale: float = Field(5.0, gt=0, description="logit scale of the word cross-entropy")
+
+
+class GroundingSection(_CellTargets):
+    """Stage 0 (:mod:`mmllm.grounding`): the adapter alone, onto the LLM's word embeddings."""
+
+    background: str = Field("background", description="words for cells no region covers")
+    background_weight: float = Field(
+        0.2, ge=0, description="weight of background cells in the squared error (objects: 1)"
+    )
     place_words: bool = Field(
         False,
         description="also ground each cell in the words of its 3x3 place ('top left' ... "
@@ -74,16 +79,9 @@ class GroundingSection(_Strict):
     )
 
 
-class ReadingSection(_Strict):
+class ReadingSection(_CellTargets):
     """The reading stage (:mod:`mmllm.reading`): encoder + adapter, text cells onto words."""
 
-    min_cover: float = Field(
-        0.08, ge=0, lt=1, description="a text region owns a cell it covers more of than this"
-    )
-    ce_weight: float = Field(
-        0.01, ge=0, description="weight of the word cross-entropy next to the squared error"
-    )
-    scale: float = Field(5.0, gt=0, description="logit scale of the word cross-entropy")
     keep_weight: float = Field(
         1.0,
         ge=0,

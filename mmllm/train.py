@@ -321,8 +321,6 @@ def run_and_save(trainer: Trainer, model, recipe, resume: bool) -> Path:
 def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bool) -> Path:
     """Stage 0 (:mod:`mmllm.grounding`): cache encoder tokens once, then train the adapter
     alone onto the LLM's word embeddings with the same Trainer (checkpoints, resume, curve)."""
-    from transformers import default_data_collator
-
     from mmllm.grounding import (
         GroundingObjective,
         build_grounding_data,
@@ -330,7 +328,7 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
         write_report,
     )
 
-    g, t, out = recipe.grounding, recipe.train, Path(recipe.train.output_dir)
+    g = recipe.grounding
     _check_token_wise(model, "stage 0")
     phrases = phrase_list(train_set + (eval_set or []), g.background)
     train_data = build_grounding_data(model, train_set, phrases, g.min_cover)
@@ -346,17 +344,7 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
         len(train_data.phrases),
         len(objective.words),
     )
-    args = _training_args(recipe, smoke, len(train_data), eval_data is not None, lm=False)
-    trainer = MMLLMTrainer(
-        model=objective,
-        args=args,
-        train_dataset=train_data,
-        eval_dataset=eval_data,
-        data_collator=default_data_collator,
-        callbacks=[ThroughputAndCurve(out)],
-    )
-    trainer.adapter_lr = t.adapter_lr
-    final = run_and_save(trainer, model, recipe, resume)
+    final = _train_objective(recipe, model, objective, train_data, eval_data, smoke, resume)
     write_report(objective, eval_data or train_data, final)
     return final
 
@@ -364,8 +352,6 @@ def _train_grounding(recipe, model, train_set, eval_set, smoke: bool, resume: bo
 def _train_reading(recipe, model, train_set, eval_set, smoke: bool, resume: bool) -> Path:
     """The reading stage (:mod:`mmllm.reading`): encoder + adapter onto the words of text
     regions, every other cell held at the model's output before the stage."""
-    from transformers import default_data_collator
-
     from mmllm.reading import (
         ReadingObjective,
         build_reading_data,
@@ -373,7 +359,7 @@ def _train_reading(recipe, model, train_set, eval_set, smoke: bool, resume: bool
         write_reading_report,
     )
 
-    r, t, out = recipe.reading, recipe.train, Path(recipe.train.output_dir)
+    r = recipe.reading
     _check_token_wise(model, "the reading stage")
     phrases = reading_phrases(train_set + (eval_set or []))
     train_data = build_reading_data(model, train_set, phrases, r.min_cover)
@@ -387,6 +373,17 @@ def _train_reading(recipe, model, train_set, eval_set, smoke: bool, resume: bool
         len(phrases),
         len(objective.words),
     )
+    final = _train_objective(recipe, model, objective, train_data, eval_data, smoke, resume)
+    write_reading_report(objective, eval_data or train_data, final)
+    return final
+
+
+def _train_objective(recipe, model, objective, train_data, eval_data, smoke, resume) -> Path:
+    """Train an objective that wraps ``model`` (stage 0, reading: no LLM pass) with the same
+    Trainer as the LLM stages (checkpoints, resume, curve); returns the final folder."""
+    from transformers import default_data_collator
+
+    t = recipe.train
     args = _training_args(recipe, smoke, len(train_data), eval_data is not None, lm=False)
     trainer = MMLLMTrainer(
         model=objective,
@@ -394,13 +391,11 @@ def _train_reading(recipe, model, train_set, eval_set, smoke: bool, resume: bool
         train_dataset=train_data,
         eval_dataset=eval_data,
         data_collator=default_data_collator,
-        callbacks=[ThroughputAndCurve(out)],
+        callbacks=[ThroughputAndCurve(Path(t.output_dir))],
     )
     trainer.adapter_lr = t.adapter_lr
     trainer.encoder_lr = t.encoder_lr
-    final = run_and_save(trainer, model, recipe, resume)
-    write_reading_report(objective, eval_data or train_data, final)
-    return final
+    return run_and_save(trainer, model, recipe, resume)
 
 
 def _check_token_wise(model, what: str) -> None:
