@@ -55,10 +55,17 @@ def dpp_greedy_map(kernel: np.ndarray, k: int) -> torch.Tensor:
     b, n, _ = kernel.shape
     rows = np.arange(b)
     c = np.zeros((b, n, k), dtype=np.float32)
-    d2 = kernel[:, np.arange(n), np.arange(n)].copy()
-    tol = np.float32(RANK_TOL) * d2.max(axis=1)
+    diag = kernel[:, np.arange(n), np.arange(n)].copy()
+    d2 = diag.copy()
+    top = diag.max(axis=1, keepdims=True)
+    tol = np.float32(RANK_TOL) * top
+
+    def pick_next() -> np.ndarray:  # as mmllm.reduction.dpp.pick_next
+        score = np.where(d2 > tol, d2 + top, diag)
+        return np.where(d2 == -np.inf, -np.inf, score).argmax(axis=1)
+
     chosen = np.empty((b, k), dtype=np.int64)
-    j = d2.argmax(axis=1)
+    j = pick_next()
     for step in range(k):
         chosen[:, step] = j
         if step == k - 1:
@@ -70,9 +77,9 @@ def dpp_greedy_map(kernel: np.ndarray, k: int) -> torch.Tensor:
             cj = c[rows, j, :step]  # [B, step]
             e -= np.matmul(c[:, :, :step], cj[:, :, None])[..., 0]
         e /= dj[:, None]
-        e *= (gain > tol)[:, None]  # past the kernel's rank: no update, as the reference
+        e *= (gain > tol[:, 0])[:, None]  # past the kernel's rank: no update, as the reference
         c[:, :, step] = e
         d2 -= e * e
         d2[rows, j] = -np.inf
-        j = d2.argmax(axis=1)
+        j = pick_next()
     return torch.from_numpy(np.sort(chosen, axis=1))

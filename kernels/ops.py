@@ -281,7 +281,7 @@ def gather_rows(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def _dpp_greedy_map_torch(kernel: torch.Tensor, k: int) -> torch.Tensor:
     """Chen et al. (2018) Alg. 1 as the reference runs it, with the Cholesky rows in one
     preallocated ``[B, K, N]`` buffer and each step's correction as one batched matmul."""
-    from mmllm.reduction.dpp import RANK_TOL  # here: reduction imports kernels
+    from mmllm.reduction.dpp import RANK_TOL, pick_next  # here: reduction imports kernels
 
     b, n, _ = kernel.shape
     kernel = kernel.float()
@@ -289,10 +289,12 @@ def _dpp_greedy_map_torch(kernel: torch.Tensor, k: int) -> torch.Tensor:
     offset = torch.arange(b, device=kernel.device) * n
     rows = torch.arange(b, device=kernel.device)
     c = kernel.new_zeros(b, k, n)
-    d2 = torch.diagonal(kernel, dim1=1, dim2=2).clone()
-    tol = RANK_TOL * d2.amax(dim=1, keepdim=True)
+    diag = torch.diagonal(kernel, dim1=1, dim2=2).clone()
+    d2 = diag.clone()
+    top = diag.amax(dim=1, keepdim=True)
+    tol = RANK_TOL * top
     chosen = torch.empty(b, k, dtype=torch.long, device=kernel.device)
-    j = d2.argmax(dim=1)
+    j = pick_next(d2, diag, top, tol)
     for step in range(k):
         chosen[:, step] = j
         if step == k - 1:
@@ -308,7 +310,7 @@ def _dpp_greedy_map_torch(kernel: torch.Tensor, k: int) -> torch.Tensor:
         c[:, step] = e
         d2 -= e * e
         d2.scatter_(1, j[:, None], float("-inf"))
-        j = d2.argmax(dim=1)
+        j = pick_next(d2, diag, top, tol)
     return chosen.sort(dim=1).values
 
 

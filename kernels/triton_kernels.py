@@ -317,10 +317,15 @@ def _dpp_kernel(l_ptr, c_ptr, d2_ptr, out_ptr, n, k, sl_b, sl_r, sc_b, sc_r, ran
     l_base = l_ptr + b.to(tl.int64) * sl_b
     c_base = c_ptr + b.to(tl.int64) * sc_b
     d2 = tl.load(d2_ptr + b * n + offs, mask=valid, other=float("-inf"))
-    tol = rank_tol * tl.max(d2, axis=0)
+    diag = d2
+    dmax = tl.max(d2, axis=0)
+    tol = rank_tol * dmax
     for step in range(0, k):
-        top = tl.max(d2, axis=0)
-        j = tl.min(tl.where(d2 == top, offs, BLOCK), axis=0)
+        # as mmllm.reduction.dpp.pick_next: real gains first, then the diagonal; chosen never
+        score = tl.where(d2 > tol, d2 + dmax, diag)
+        score = tl.where(d2 == float("-inf"), float("-inf"), score)
+        top = tl.max(score, axis=0)
+        j = tl.min(tl.where(score == top, offs, BLOCK), axis=0)
         tl.store(out_ptr + b * k + step, j)
         if step < k - 1:
             gain = tl.sum(tl.where(offs == j, d2, 0.0), axis=0)

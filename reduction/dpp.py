@@ -38,16 +38,20 @@ def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:
     squared Cholesky diagonal ``d2``; one vectorised update per step (Chen et al., 2018, Alg. 1).
     Deviation: Alg. 1 stops once the best gain ``d2[j]`` is ~0 (the kernel's rank is used up);
     a fixed budget needs K items, so from there on the Cholesky rows are not updated (their
-    correction would divide by ~0 and overflow) and the remaining picks follow the residual
-    gains left at that point. "~0" is ``RANK_TOL`` times the row's largest diagonal entry.
+    correction would divide by ~0 and overflow). A residual gain at or below "~0" (``RANK_TOL``
+    times the row's largest diagonal entry) is round-off, so it is not compared: items with a
+    real gain come first, then the remaining picks go by the kernel's diagonal (an item's own
+    quality), the same on every backend (:func:`pick_next`).
     """
     b, n, _ = kernel.shape
     rows = torch.arange(b, device=kernel.device)
     c = kernel.new_zeros(b, k, n)
-    d2 = torch.diagonal(kernel, dim1=1, dim2=2).clone()
-    tol = RANK_TOL * d2.amax(dim=1)
+    diag = torch.diagonal(kernel, dim1=1, dim2=2).clone()
+    d2 = diag.clone()
+    top = diag.amax(dim=1, keepdim=True)
+    tol = RANK_TOL * top
     chosen = torch.empty(b, k, dtype=torch.long, device=kernel.device)
-    j = d2.argmax(dim=1)
+    j = pick_next(d2, diag, top, tol)
     for step in range(k):
         chosen[:, step] = j
         if step == k - 1:
@@ -56,12 +60,21 @@ def dpp_greedy_map(kernel: torch.Tensor, k: int) -> torch.Tensor:
         dj = gain.clamp_min(1e-12).sqrt()
         cj = c[rows, :step, j]  # [B, step]
         e = (kernel[rows, j] - torch.einsum("bs,bsn->bn", cj, c[:, :step])) / dj.unsqueeze(1)
-        e = e * (gain > tol).unsqueeze(1)  # past the kernel's rank: no update
+        e = e * (gain > tol[:, 0]).unsqueeze(1)  # past the kernel's rank: no update
         c[:, step] = e
         d2 = d2 - e * e
         d2[rows.unsqueeze(1), chosen[:, : step + 1]] = float("-inf")
-        j = d2.argmax(dim=1)
+        j = pick_next(d2, diag, top, tol)
     return chosen.sort(dim=1).values
+
+
+def pick_next(
+    d2: torch.Tensor, diag: torch.Tensor, top: torch.Tensor, tol: torch.Tensor
+) -> torch.Tensor:
+    """The next item ``[B]``: the largest residual gain ``d2`` above ``tol``; if none is left
+    (the kernel's rank is used up), the largest ``diag``; chosen items (``-inf``) never."""
+    score = torch.where(d2 > tol, d2 + top, diag)  # a real gain outranks every diagonal entry
+    return score.masked_fill(d2 == float("-inf"), float("-inf")).argmax(dim=1)
 
 
 def relevance(visual: torch.Tensor, text: TextContext) -> torch.Tensor:

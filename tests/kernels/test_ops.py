@@ -165,6 +165,12 @@ def test_dpp_past_the_kernel_rank(kernel_backend, k):
         got = ops.dpp_greedy_map(kernel, k)
     assert torch.equal(got, ref_dpp(kernel, k))
     assert all(len(set(row.tolist())) == k for row in got)
+    # past the rank (2 picks), the rest go by the kernel's diagonal, not by round-off residuals
+    for diag, first, row in zip(
+        kernel.diagonal(dim1=1, dim2=2), ref_dpp(kernel, 2), got, strict=True
+    ):
+        rest = [i for i in diag.argsort(descending=True).tolist() if i not in first.tolist()]
+        assert set(row.tolist()) == set(first.tolist()) | set(rest[: k - 2])
 
 
 def test_reference_backend_is_the_reference(monkeypatch):
