@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,18 @@ def object_regions(regions: list[dict]) -> list[dict]:
     return [r for r in regions if r.get("kind") != "text"]
 
 
+def regions_by_image(
+    samples: list[Sample], select: Callable[[list[dict]], list[dict]]
+) -> dict[Path, list[dict]]:
+    """Each distinct image of the rows that carry regions -> ``select`` of its regions (the
+    first row naming an image decides)."""
+    found: dict[Path, list[dict]] = {}
+    for sample in samples:
+        for path, regions in zip(sample.images, sample.regions or [], strict=False):
+            found.setdefault(path, select(regions))
+    return found
+
+
 @dataclass
 class GroundingData(torch.utils.data.Dataset):
     """Cached encoder tokens ``features [N, T, C]`` (fp16) and each token's phrase ``labels
@@ -153,10 +166,7 @@ def build_grounding_data(
 ) -> GroundingData:
     """Encode every distinct image that has regions once (frozen encoder) and label its tokens
     with indices into ``phrases`` (:func:`phrase_list`)."""
-    pairs: dict[Path, list[dict]] = {}
-    for sample in samples:
-        for path, regions in zip(sample.images, sample.regions or [], strict=False):
-            pairs.setdefault(path, object_regions(regions))
+    pairs = regions_by_image(samples, object_regions)
     if not pairs:
         raise MMLLMError(
             "stage 0 (grounding) needs rows with 'regions' (boxes and the words for them); "

@@ -33,7 +33,13 @@ from tqdm.auto import tqdm
 
 from mmllm.data.dataset import Sample
 from mmllm.errors import MMLLMError
-from mmllm.grounding import BACKGROUND, GroundingObjective, cell_labels, words_of
+from mmllm.grounding import (
+    BACKGROUND,
+    GroundingObjective,
+    cell_labels,
+    regions_by_image,
+    words_of,
+)
 from mmllm.vision_tokenizers.images import to_pixels
 
 log = logging.getLogger(__name__)
@@ -90,10 +96,7 @@ def build_reading_data(
 ) -> ReadingData:
     """Label every distinct image's cells with ``phrases`` indices and cache the teacher (the
     model as it is now: encoder + adapter on the full grid, fp16)."""
-    regions_of: dict[Path, list[dict]] = {}
-    for sample in samples:
-        for path, regions in zip(sample.images, sample.regions or [], strict=False):
-            regions_of.setdefault(path, text_regions(regions))
+    regions_of = regions_by_image(samples, text_regions)
     if not any(regions_of.values()):
         raise MMLLMError(
             "the reading stage needs rows with text regions ({'box': ..., 'text': ..., "
@@ -155,10 +158,10 @@ class ReadingObjective(GroundingObjective):
         if text.any():  # a mean of its own: a batch's few text cells are not outweighed
             target = self.targets[labels[text]] + self.place_targets.expand_as(out)[text]
             loss = loss + ((out[text] - target) ** 2).mean()
-        if text.any() and self.ce_weight > 0:
-            logits = out[text] @ self.centred.T * self.scale
-            ce = -(self.soft[labels[text]] * logits.log_softmax(-1)).sum(-1).mean()
-            loss = loss + self.ce_weight * ce
+            if self.ce_weight > 0:
+                logits = out[text] @ self.centred.T * self.scale
+                ce = -(self.soft[labels[text]] * logits.log_softmax(-1)).sum(-1).mean()
+                loss = loss + self.ce_weight * ce
         return {"loss": loss}
 
     @torch.no_grad()
