@@ -96,7 +96,11 @@ def evaluate(
         model.prefill_logits(inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"])
         prefill = time.perf_counter() - start
         start = time.perf_counter()
-        model.encode_images(inputs["pixel_values"])
+        # the prompt's embeddings with the images in: encoder, reducer (reading the question, as
+        # in prefill, when it uses text) and adapter
+        model.prompt(
+            inputs["input_ids"], inputs["pixel_values"], attention_mask=inputs["attention_mask"]
+        )
         vision = time.perf_counter() - start
         prompt_tokens += int(inputs["attention_mask"].sum())
         start = time.perf_counter()

@@ -22,6 +22,9 @@ relevance-weighted k-center:
    the chosen set (for the first pick: to its nearest neighbour) weighted up by relevance; a
    duplicate of a chosen token has distance 0 and is never worth taking, however relevant.
 
+``space=llm`` measures step 1's feature distance on the adapter's output instead (an ablation:
+worse on the default model, see ``docs/reduction.md``).
+
 Without text, with ``alpha=0``, or when no text token clears the floor, the gain is the plain
 max-min distance, so the selection is exactly DivPrune's. A vLLM server encodes images apart from
 the prompt, so it refuses ``focus`` (it reads the text); serve ``divprune:K``, which is ``focus``
@@ -37,6 +40,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from mmllm.errors import MissingSideInfoError
 from mmllm.reduction.base import BaseReducer, check_budget
 from mmllm.reduction.divprune import cosine_distance
 from mmllm.reduction.kmeans import grid_positions
@@ -108,6 +112,10 @@ class Focus(BaseReducer):
         default=0.1,
         metadata={"help": "centred cosine a text token must exceed to count as relevant"},
     )
+    space: str = field(
+        default="encoder",
+        metadata={"help": "where distances are measured: encoder features or llm (adapter output)"},
+    )
     paper: ClassVar[str] = "mmllm (question-weighted k-center; recommended default)"
     example: ClassVar[str] = "focus:12"
     needs: ClassVar[tuple[str, ...]] = ("embeds",)
@@ -116,24 +124,29 @@ class Focus(BaseReducer):
     def __post_init__(self) -> None:
         if self.alpha < 0 or self.spatial < 0:
             raise ValueError(f"alpha and spatial must be >= 0, got {self.alpha}, {self.spatial}")
+        if self.space not in ("encoder", "llm"):
+            raise ValueError(f"space must be 'encoder' or 'llm', got {self.space!r}")
 
     def output_len(self, n_in: int, grid: tuple[int, int] | None = None) -> int:
         return check_budget(self.spec, self.k, n_in)
 
-    def relevance_weight(
-        self, tokens: VisualTokens, text: TextContext | None
-    ) -> torch.Tensor | None:
-        """``1 + alpha * r`` per token, or None without text (plain max-min gains)."""
-        if text is None or self.alpha == 0:
-            return None
-        visual = text.visual_in_text_space(
-            tokens.embeds, self.spec, "alpha=0 for no question relevance"
-        )
-        return 1.0 + self.alpha * question_relevance(visual, text, self.floor)
-
     def reduce(self, tokens: VisualTokens, text: TextContext | None) -> VisualTokens:
         if self.k == tokens.num_tokens:
             return tokens
-        dist = focus_distance(tokens.embeds, grid_positions(tokens), self.spatial)
-        weight = self.relevance_weight(tokens, text)
+        needs_llm_space = self.space == "llm" or (text is not None and self.alpha > 0)
+        if needs_llm_space and text is None:
+            raise MissingSideInfoError(
+                f"reducer '{self.spec}': space=llm measures distances on the adapter's output, "
+                "which only a model's TextContext (its `project`) gives; use space=encoder"
+            )
+        visual = (
+            text.visual_in_text_space(tokens.embeds, self.spec, "alpha=0 and space=encoder")
+            if needs_llm_space
+            else None
+        )
+        features = visual if self.space == "llm" else tokens.embeds
+        dist = focus_distance(features, grid_positions(tokens), self.spatial)
+        weight = None
+        if text is not None and self.alpha > 0:
+            weight = 1.0 + self.alpha * question_relevance(visual, text, self.floor)
         return tokens.gather(weighted_max_min(dist, weight, self.k))

@@ -46,6 +46,23 @@ def test_matches_plain_reference(n, k, alpha, floor):
         assert out.index[row].tolist() == naive_focus(x[row], words[row], k, alpha, floor)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 2.0])
+def test_llm_space_measures_distances_on_the_projected_tokens(alpha):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 16, 6, generator=gen, dtype=torch.float64)
+    weight = torch.randn(6, 8, generator=gen, dtype=torch.float64)
+    words = torch.randn(2, 3, 8, generator=gen, dtype=torch.float64)
+    text = TextContext(embeds=words, project=lambda v: torch.tanh(v @ weight))
+    out = build(f"focus:5,alpha={alpha},floor=0,space=llm")(VisualTokens(embeds=x), text)
+    for row in range(2):
+        mapped = torch.tanh(x[row] @ weight)
+        assert out.index[row].tolist() == naive_focus(mapped, words[row], 5, alpha, 0.0)
+    encoder_space = build(f"focus:5,alpha={alpha},floor=0")(VisualTokens(embeds=x), text)
+    assert not torch.equal(out.index, encoder_space.index)  # the setting changes the picks
+    with pytest.raises(MissingSideInfoError, match="space=llm"):
+        build("focus:5,space=llm")(VisualTokens(embeds=x))
+
+
 def test_without_text_or_alpha_zero_it_is_divprune():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 49, 16, generator=gen)
@@ -94,6 +111,8 @@ def test_keeps_index_size_and_dtype():
 
 
 def test_bad_settings_and_missing_projection_are_clear_errors():
+    with pytest.raises(ValueError, match="space"):
+        build("focus:3,space=pixels")
     with pytest.raises(ValueError, match="alpha and spatial"):
         build("focus:4,alpha=-1")
     with pytest.raises(ValueError, match="budget 20 is larger than the 16"):
