@@ -29,3 +29,14 @@ def test_predictions_come_back_in_sample_order_whatever_the_batching(tmp_path, t
         assert a["answer_nll"] == pytest.approx(b["answer_nll"], abs=1e-4)
     assert one.overall == three.overall and one.prompt_tokens == three.prompt_tokens
     assert three.prefill_ms > 0 and three.total_ms > 0
+
+
+def test_a_reducer_that_needs_the_question_runs_in_every_timed_call(tmp_path, tiny):
+    """``focus:3,space=llm`` refuses to run without the prompt's text; the vision timing call
+    must give it the question as prefill does (it used to encode the images alone)."""
+    make_dataset(tmp_path / "data", 4, seed=3, split="test", progress=False)
+    samples = load_dataset(tmp_path / "data")
+    model = tiny.model("llama")
+    model.set_reduction("focus:3,space=llm")
+    result = evaluate(model, samples, batch_size=2, progress=False)
+    assert result.visual_tokens == 3 and result.vision_ms > 0
