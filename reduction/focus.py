@@ -133,20 +133,18 @@ class Focus(BaseReducer):
     def reduce(self, tokens: VisualTokens, text: TextContext | None) -> VisualTokens:
         if self.k == tokens.num_tokens:
             return tokens
-        needs_llm_space = self.space == "llm" or (text is not None and self.alpha > 0)
-        if needs_llm_space and text is None:
+        relevant = text is not None and self.alpha > 0
+        if self.space == "llm" and text is None:
             raise MissingSideInfoError(
                 f"reducer '{self.spec}': space=llm measures distances on the adapter's output, "
                 "which only a model's TextContext (its `project`) gives; use space=encoder"
             )
-        visual = (
-            text.visual_in_text_space(tokens.embeds, self.spec, "alpha=0 and space=encoder")
-            if needs_llm_space
-            else None
-        )
+        visual = None
+        if relevant or self.space == "llm":  # the adapter's output, once for both uses
+            visual = text.visual_in_text_space(tokens.embeds, self.spec, "alpha=0, space=encoder")
         features = visual if self.space == "llm" else tokens.embeds
         dist = focus_distance(features, grid_positions(tokens), self.spatial)
         weight = None
-        if text is not None and self.alpha > 0:
+        if relevant:
             weight = 1.0 + self.alpha * question_relevance(visual, text, self.floor)
         return tokens.gather(weighted_max_min(dist, weight, self.k))
