@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mmllm.assets import asset_path
-from mmllm.bench import compare_predictions
+from mmllm.bench import compare_predictions, reading_breakdown
 from mmllm.chat import reply, user_turn
 from mmllm.data.dataset import load_dataset
 from mmllm.default_model import load_model
@@ -49,6 +49,19 @@ def paired_table(paired: dict) -> list[str]:
         for task, c in rows
     ]
     return lines
+
+
+def reading_lines(reading: dict) -> list[str]:
+    """One markdown line on the text task: words, numbers and how near the number answers are."""
+    w, n = reading["words"], reading["numbers"]
+    line = f"Text: {w['correct']} / {w['n']} words, {n['correct']} / {n['n']} numbers exact"
+    if n["n"]:
+        line += (
+            f"; number answers hold {100 * n['digit_recall']:.0f}% of the right digits, "
+            f"{100 * n['digits_in_place']:.0f}% in the right place, the right length in "
+            f"{100 * n['length_right']:.0f}%"
+        )
+    return [line + "."]
 
 
 def main() -> None:
@@ -85,6 +98,7 @@ def main() -> None:
         "per_phrasing": {k: sum(v) / len(v) for k, v in by_phrasing.items()},
         "n_per_phrasing": {k: len(v) for k, v in by_phrasing.items()},
         "chance_note": "yes/no tasks: 50%; count: ~1/7; position: 1/9",
+        "reading": reading_breakdown(result.predictions),
         "photos": photos,
         "examples": result.predictions[:20],
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
@@ -116,6 +130,8 @@ def main() -> None:
         f"| {k} | {report['n_per_phrasing'][k]} | {100 * v:.1f} |"
         for k, v in report["per_phrasing"].items()
     ]
+    if report["reading"] is not None:
+        lines += ["", *reading_lines(report["reading"])]
     lines += [
         "",
         f"Visual tokens per image: {result.visual_tokens}; prefill {result.prefill_ms:.0f} ms, "

@@ -20,6 +20,7 @@ import resource
 import shlex
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -244,6 +245,39 @@ def compare_predictions(predictions: list[dict], baseline: list[dict]) -> dict:
         "overall": change(list(range(len(predictions)))),
         "per_task": {task: change(rows) for task, rows in sorted(tasks.items())},
     }
+
+
+def reading_breakdown(predictions: list[dict]) -> dict | None:
+    """Where the text task's answers go wrong: words against numbers, and for numbers whether
+    the right digits are there (recall of the reference's digits as a multiset), in the right
+    places (per-position match over the reference's length) and how many (length).
+
+    Exact match alone cannot tell "7773" -> "7775" (one digit off) from "7773" -> "12"; these
+    scores can, so a reading change is measured even while exact match on numbers stays low.
+    ``None`` when ``predictions`` hold no text question.
+    """
+    rows = [p for p in predictions if p["task"] == "text"]
+    if not rows:
+        return None
+    words = [p for p in rows if not p["answer"].isdigit()]
+    numbers = [p for p in rows if p["answer"].isdigit()]
+    out: dict = {
+        "words": {"n": len(words), "correct": sum(p["correct"] for p in words)},
+        "numbers": {"n": len(numbers), "correct": sum(p["correct"] for p in numbers)},
+    }
+    if numbers:
+        recall = in_place = length = 0.0
+        for p in numbers:
+            ref, got = p["answer"], "".join(c for c in p["prediction"] if c.isdigit())
+            recall += sum((Counter(ref) & Counter(got)).values()) / len(ref)
+            in_place += sum(a == b for a, b in zip(ref, got, strict=False)) / len(ref)
+            length += len(ref) == len(got)
+        out["numbers"].update(
+            digit_recall=recall / len(numbers),
+            digits_in_place=in_place / len(numbers),
+            length_right=length / len(numbers),
+        )
+    return out
 
 
 def _row(

@@ -7,6 +7,7 @@ from mmllm.bench import (
     METHODS,
     _merge_chain,
     compare_predictions,
+    reading_breakdown,
     run_reduction_bench,
     swap_images,
 )
@@ -125,3 +126,24 @@ def test_compare_predictions_refuses_other_questions():
     swapped = [base[1], base[0]]
     with pytest.raises(MMLLMError, match="row 0 differs"):
         compare_predictions(swapped, base)
+
+
+def test_reading_breakdown_scores_numbers_digit_by_digit():
+    rows = [
+        {"task": "text", "answer": "7773", "prediction": "7775", "correct": False},
+        {"task": "text", "answer": "1034", "prediction": "1041", "correct": False},
+        {"task": "text", "answer": "52", "prediction": "52", "correct": True},
+        {"task": "text", "answer": "sun", "prediction": "sun", "correct": True},
+        {"task": "text", "answer": "milk", "prediction": "jump", "correct": False},
+        {"task": "count", "answer": "3", "prediction": "3", "correct": True},
+    ]
+    out = reading_breakdown(rows)
+    assert out["words"] == {"n": 2, "correct": 1}
+    numbers = out["numbers"]
+    assert (numbers["n"], numbers["correct"]) == (3, 1)
+    # digits present (multiset): 3/4, 3/4 ("1041" has one 1 of 1034's one), 2/2
+    assert numbers["digit_recall"] == pytest.approx((0.75 + 0.75 + 1.0) / 3)
+    # same place: 777_ 3/4, 10__ 2/4, 52 2/2
+    assert numbers["digits_in_place"] == pytest.approx((0.75 + 0.5 + 1.0) / 3)
+    assert numbers["length_right"] == 1.0
+    assert reading_breakdown(rows[-1:]) is None
