@@ -219,10 +219,28 @@ def _position(rng, scene, want_yes):
     return "open", {"thing": target.name}, POSITIONS[cell]
 
 
-_RELATIONS = {"left of": ("x", -1), "right of": ("x", 1), "above": ("y", -1), "below": ("y", 1)}
+_RELATIONS = ("left of", "right of", "above", "below")
+_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def _relation_between(a: Obj, b: Obj, scene: Scene) -> tuple[str, str]:
+    """Where ``a`` lies from ``b`` along the axis they are furthest apart on (what a person
+    answers), and the relation that holds on the other axis."""
+    dx, dy = (a.x - b.x) * scene.width, (a.y - b.y) * scene.height
+    along_x = ("right of" if dx > 0 else "left of"), ("below" if dy > 0 else "above")
+    return along_x if abs(dx) >= abs(dy) else along_x[::-1]
 
 
 def _relation(rng, scene, want_yes):
+    """Two objects on either side of a random axis; "is A <rel> B?" or "where is A from B?".
+
+    The answer is read off the picture, not off how the scene was built: the relation is the one
+    along the axis on which the two lie furthest apart (they are placed apart on ``axis`` but
+    anywhere on the other, so a pair built left/right may lie mostly one above the other), and a
+    "no" question never asks a relation that holds on the other axis ("Is A above B?" when A is
+    left of B and also above it is not a "no"). Same random draws as before this rule, so every
+    other sample of a split is unchanged.
+    """
     axis = rng.choice("xy")
     first, second = (0.05, 0.42), (0.58, 0.95)
     a_region = (first[0], 0.05, first[1], 0.95) if axis == "x" else (0.05, first[0], 0.95, first[1])
@@ -235,11 +253,7 @@ def _relation(rng, scene, want_yes):
     b = place(rng, scene, shapes[1], colours[1], size, b_region)
     if rng.random() < 0.5:
         a, b = b, a  # a may be after b: the relation is read off the picture
-    true_rel = next(
-        r
-        for r, (ax, sign) in _RELATIONS.items()
-        if ax == axis and sign * (getattr(a, ax) - getattr(b, ax)) > 0
-    )
+    true_rel, also_holds = _relation_between(a, b, scene)
     if rng.random() < 0.35:
         return (
             "open",
@@ -247,6 +261,8 @@ def _relation(rng, scene, want_yes):
             {"left of": "left", "right of": "right"}.get(true_rel, true_rel),
         )
     rel = true_rel if want_yes else rng.choice([r for r in _RELATIONS if r != true_rel])
+    if not want_yes and rel == also_holds:  # true on the other axis: ask the opposite instead
+        rel = _OPPOSITE[true_rel]
     return "yes_no", {"a": a.name, "b": b.name, "rel": rel}, "yes" if want_yes else "no"
 
 

@@ -166,3 +166,44 @@ def test_regions_box_each_object_with_its_words(sets):
             centre = ((x0 + x1) / 2 * image.width, (y0 + y1) / 2 * image.height)
             pixel = image.getpixel((int(centre[0]), int(centre[1])))
             assert pixel == PALETTE[colour], (row["id"], region, pixel)
+
+
+def test_relation_answers_match_the_picture(tmp_path):
+    """Against the object boxes: "yes" asks the relation along the axis the two lie furthest
+    apart on, "no" asks one that holds on neither axis, an open question answers the former.
+    (Box centres stand for the objects' centres: a triangle's box is not centred on it, hence the
+    few pixels of slack on near-diagonal pairs.)"""
+    out = make_dataset(tmp_path, 150, seed=5, split="train", tasks=["relation"], progress=False)
+    words = {"left": ("x", -1), "right": ("x", 1), "above": ("y", -1), "below": ("y", 1)}
+    kinds = Counter()
+    for r in rows(out):
+        width, height = Image.open(tmp_path / r["images"][0]).size
+        centre = {
+            g["text"]: ((g["box"][0] + g["box"][2]) / 2, (g["box"][1] + g["box"][3]) / 2)
+            for g in r["regions"][0]
+        }
+        question = r["messages"][0]["content"][1]["text"]
+        a, b = sorted(centre, key=question.find)
+        if question.startswith("Relative to"):
+            a, b = b, a
+        offset = {
+            "x": (centre[a][0] - centre[b][0]) * width,
+            "y": (centre[a][1] - centre[b][1]) * height,
+        }
+
+        def holds(word, slack=6.0):
+            axis, sign = words[word]
+            return sign * offset[axis] > -slack
+
+        def dominant(word):
+            axis = words[word][0]
+            other = "x" if axis == "y" else "y"
+            return holds(word) and abs(offset[axis]) >= abs(offset[other]) - 6
+
+        if r["answer"] in ("yes", "no"):
+            asked = next(w for w in words if f" {w} " in question)
+            assert dominant(asked) if r["answer"] == "yes" else not holds(asked, -6), question
+        else:
+            assert dominant(r["answer"]), (question, r["answer"], offset)
+        kinds[r["answer"] if r["answer"] in ("yes", "no") else "open"] += 1
+    assert min(kinds.values()) > 20, kinds

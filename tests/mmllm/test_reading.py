@@ -146,7 +146,7 @@ def test_recipe_checks_of_the_reading_stage():
 
 @pytest.mark.slow
 def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
-    """default_read19 and the LoRA stages 19-21 run at smoke size from a LoRA
+    """default_read19 and the LoRA stages 19-22 run at smoke size from a LoRA
     checkpoint: the reading stage writes its report and a fine-tuned encoder (and resumes from its
     checkpoint), which the LoRA stages carry on."""
     from mmllm.data.generate import make_dataset
@@ -164,7 +164,14 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
         smoke=True,
     )
     previous = start
-    for name in ["default_read19", "default_stage19", "default_stage20", "default_stage21"]:
+    chain = [
+        "default_read19",
+        "default_stage19",
+        "default_stage20",
+        "default_stage21",
+        "default_stage22",
+    ]
+    for name in chain:
         overrides = {
             **data,
             "train.output_dir": str(tmp_path / name),
