@@ -146,7 +146,7 @@ def test_recipe_checks_of_the_reading_stage():
 
 @pytest.mark.slow
 def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
-    """default_read19 and the LoRA stages 19-23 run at smoke size from a LoRA
+    """default_read19 and the LoRA stages 19-24 run at smoke size from a LoRA
     checkpoint: the reading stage writes its report and a fine-tuned encoder (and resumes from its
     checkpoint), which the LoRA stages carry on."""
     from mmllm.data.generate import make_dataset
@@ -171,6 +171,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
         "default_stage21",
         "default_stage22",
         "default_stage23",
+        "default_stage24",
     ]
     for name in chain:
         overrides = {
