@@ -227,8 +227,8 @@ def _relation_between(a: Obj, b: Obj, scene: Scene) -> tuple[str, str]:
     """Where ``a`` lies from ``b`` along the axis they are furthest apart on (what a person
     answers), and the relation that holds on the other axis."""
     dx, dy = (a.x - b.x) * scene.width, (a.y - b.y) * scene.height
-    along_x = ("right of" if dx > 0 else "left of"), ("below" if dy > 0 else "above")
-    return along_x if abs(dx) >= abs(dy) else along_x[::-1]
+    by_axis = ("right of" if dx > 0 else "left of"), ("below" if dy > 0 else "above")
+    return by_axis if abs(dx) >= abs(dy) else by_axis[::-1]
 
 
 def _relation(rng, scene, want_yes):
