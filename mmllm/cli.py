@@ -382,6 +382,30 @@ def merge(
 
 
 @app.command()
+def average(
+    models: list[Path] = typer.Argument(..., help="Two or more checkpoints of one architecture."),
+    out: Path = typer.Option(..., "--out", help="Where to write the averaged checkpoint."),
+    weights: str = typer.Option(
+        None, "--weights", help="Comma-separated weight per checkpoint (default: equal)."
+    ),
+    rank: int = typer.Option(
+        None,
+        "--rank",
+        help="Truncate the averaged LoRA to this rank by SVD (default: exact, rank n * r).",
+    ),
+):
+    """Average checkpoints (a model soup): adapter, encoder and the LoRA updates, exactly."""
+    from mmllm.averaging import average_checkpoints
+
+    try:
+        parsed = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError as err:
+        raise typer.BadParameter(f"--weights must be numbers like 0.5,0.5: {err}") from err
+    folder = average_checkpoints(models, out, weights=parsed, rank=rank)
+    console.print(f"averaged checkpoint: {folder}")
+
+
+@app.command()
 def export(
     out: Path = typer.Argument(..., help="Folder to write (must be new or empty)."),
     model: Path = typer.Option(None, "--model", help="Checkpoint folder (default: shipped model)."),
