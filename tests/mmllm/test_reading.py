@@ -146,9 +146,10 @@ def test_recipe_checks_of_the_reading_stage():
 
 @pytest.mark.slow
 def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
-    """default_read19 and the LoRA stages 19-24 run at smoke size from a LoRA
+    """default_read19 and the LoRA stages 19-25 run at smoke size from a LoRA
     checkpoint: the reading stage writes its report and a fine-tuned encoder (and resumes from its
-    checkpoint), which the LoRA stages carry on."""
+    checkpoint), which the LoRA stages carry on; stages 23-25 average into one loadable model, as
+    the shipped default was made."""
     from mmllm.data.generate import make_dataset
     from mmllm.recipe import load_recipe
     from mmllm.train import train
@@ -172,6 +173,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
         "default_stage22",
         "default_stage23",
         "default_stage24",
+        "default_stage25",
     ]
     for name in chain:
         overrides = {
@@ -188,3 +190,11 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
             # resuming loads the checkpoint's encoder, adapter and LoRA into the objective's model
             again = train(load_recipe(name, overrides), smoke=True, resume=True)
             assert again == previous
+    from mmllm.averaging import average_checkpoints
+    from mmllm.modeling import MMLLMForConditionalGeneration
+
+    soup = average_checkpoints(
+        [tmp_path / f"default_stage{n}" / "final" for n in (23, 24, 25)], tmp_path / "soup", rank=16
+    )
+    model = MMLLMForConditionalGeneration.from_pretrained(soup)
+    assert model.llm.peft_config["default"].r == 16
