@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from mmllm.errors import MMLLMError
@@ -145,6 +146,14 @@ def average_lora(
     return out, new_config, worst
 
 
+def _recipe_name(folder: Path) -> str | None:
+    """The name of the recipe that trained ``folder`` (its saved recipe.yaml), if any."""
+    recipe = folder / "recipe.yaml"
+    if not recipe.is_file():
+        return None
+    return (yaml.safe_load(recipe.read_text()) or {}).get("name")
+
+
 def average_checkpoints(
     checkpoints: Sequence[str | Path],
     out: str | Path,
@@ -153,7 +162,8 @@ def average_checkpoints(
 ) -> Path:
     """Write the weighted average of ``checkpoints`` (model folders saved by training) to
     ``out``. Non-weight files (config, processor, chat template, tokenizer, recipe) come from the
-    first checkpoint; ``averaged_from.json`` records the sources, weights and LoRA rank."""
+    first checkpoint; ``averaged_from.json`` records the sources, their recipes, the weights and
+    the LoRA rank."""
     sources = [Path(c) for c in checkpoints]
     out = Path(out)
     if len(sources) < 2:
@@ -205,6 +215,7 @@ def average_checkpoints(
         (out / LORA_CONFIG).write_text(json.dumps(lora_config, indent=2))
     provenance = {
         "checkpoints": [str(s) for s in sources],
+        "recipes": [_recipe_name(s) for s in sources],
         "weights": w,
         "lora_rank": lora_rank,
         "lora_truncation_relative_error": truncation_error,

@@ -1,8 +1,9 @@
 """Copy a trained checkpoint into the package as the shipped default model or generator.
 
 ``python -m mmllm.ship runs/default_stage2/final`` keeps only what loading needs (config,
-adapter and LoRA safetensors, processor config, chat template, the recipe that made it); the
-tokenizer comes from the base LLM package. A generator folder (``generator_config.json``) goes
+adapter and LoRA safetensors, processor config, chat template, the recipe that made it and, for
+an average of checkpoints, ``averaged_from.json``); the tokenizer comes from the base LLM
+package. A generator folder (``generator_config.json``) goes
 to ``default_generator_weights`` with its image rows, LoRA, image tokenizer, recipe, metrics and
 sample grid.
 """
@@ -23,6 +24,7 @@ KEEP = (
     "processor_config.json",
     "chat_template.jinja",
     "recipe.yaml",
+    "averaged_from.json",
     "lora/adapter_model.safetensors",
     "lora/adapter_config.json",
 )

@@ -196,5 +196,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     soup = average_checkpoints(
         [tmp_path / f"default_stage{n}" / "final" for n in (23, 24, 25)], tmp_path / "soup", rank=16
     )
+    recipes = json.loads((soup / "averaged_from.json").read_text())["recipes"]
+    assert recipes == ["default_stage23", "default_stage24", "default_stage25"]
     model = MMLLMForConditionalGeneration.from_pretrained(soup)
     assert model.llm.peft_config["default"].r == 16
