@@ -146,7 +146,7 @@ def test_recipe_checks_of_the_reading_stage():
 
 @pytest.mark.slow
 def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
-    """default_read19 and the LoRA stages 19-25 run at smoke size from a LoRA
+    """default_read19 and the LoRA stages 19-26 run at smoke size from a LoRA
     checkpoint: the reading stage writes its report and a fine-tuned encoder (and resumes from its
     checkpoint), which the LoRA stages carry on; stages 23-25 average into one loadable model, as
     the shipped default was made."""
@@ -174,6 +174,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
         "default_stage23",
         "default_stage24",
         "default_stage25",
+        "default_stage26",
     ]
     for name in chain:
         overrides = {
