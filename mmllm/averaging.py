@@ -181,24 +181,17 @@ def average_checkpoints(
     for key in ARCHITECTURE_KEYS:
         _check_same(f"config.{key}", [c.get(key) for c in configs], sources)
 
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "processor_config.json", "chat_template.jinja", "recipe.yaml"):
-        if (sources[0] / name).is_file():
-            shutil.copy(sources[0] / name, out / name)
-    for tokenizer_file in sources[0].glob("tokenizer*"):
-        shutil.copy(tokenizer_file, out / tokenizer_file.name)
-
+    # Everything is averaged in memory first, so a refused input leaves no half-written folder.
+    averaged: dict[str, dict[str, torch.Tensor]] = {}
     for name in (ADAPTER_FILE, ENCODER_FILE):
         present = [(s / name).is_file() for s in sources]
         _check_same(f"whether {name} exists", present, sources)
         if present[0]:
-            tensors = average_tensors([load_file(s / name) for s in sources], w, sources)
-            save_file(tensors, out / name)
+            averaged[name] = average_tensors([load_file(s / name) for s in sources], w, sources)
 
     has_lora = [(s / LORA_WEIGHTS).is_file() for s in sources]
     _check_same("whether lora/ exists", has_lora, sources)
-    truncation_error = 0.0
-    lora_rank = None
+    truncation_error, lora_config = 0.0, None
     if has_lora[0]:
         lora_configs = [json.loads((s / LORA_CONFIG).read_text()) for s in sources]
         for key in LORA_CONFIG_KEYS:
@@ -206,18 +199,27 @@ def average_checkpoints(
             if key == "target_modules":
                 values = [sorted(v) if isinstance(v, list) else v for v in values]
             _check_same(f"lora.{key}", values, sources)
-        tensors, lora_config, truncation_error = average_lora(
+        averaged[LORA_WEIGHTS], lora_config, truncation_error = average_lora(
             [load_file(s / LORA_WEIGHTS) for s in sources], lora_configs[0], w, sources, rank
         )
-        lora_rank = lora_config["r"]
+
+    out.mkdir(parents=True, exist_ok=True)
+    if lora_config:
         (out / "lora").mkdir(exist_ok=True)
-        save_file(tensors, out / LORA_WEIGHTS, metadata={"format": "pt"})
+    for name in ("config.json", "processor_config.json", "chat_template.jinja", "recipe.yaml"):
+        if (sources[0] / name).is_file():
+            shutil.copy(sources[0] / name, out / name)
+    for tokenizer_file in sources[0].glob("tokenizer*"):
+        shutil.copy(tokenizer_file, out / tokenizer_file.name)
+    for name, tensors in averaged.items():
+        save_file(tensors, out / name, metadata={"format": "pt"})
+    if lora_config:
         (out / LORA_CONFIG).write_text(json.dumps(lora_config, indent=2))
     provenance = {
         "checkpoints": [str(s) for s in sources],
         "recipes": [_recipe_name(s) for s in sources],
         "weights": w,
-        "lora_rank": lora_rank,
+        "lora_rank": lora_config["r"] if lora_config else None,
         "lora_truncation_relative_error": truncation_error,
     }
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")

@@ -385,10 +385,10 @@ def merge(
 def average(
     models: list[Path] = typer.Argument(..., help="Two or more checkpoints of one architecture."),
     out: Path = typer.Option(..., "--out", help="Where to write the averaged checkpoint."),
-    weights: str = typer.Option(
+    weights: str | None = typer.Option(
         None, "--weights", help="Comma-separated weight per checkpoint (default: equal)."
     ),
-    rank: int = typer.Option(
+    rank: int | None = typer.Option(
         None,
         "--rank",
         help="Truncate the averaged LoRA to this rank by SVD (default: exact, rank n * r).",

@@ -140,3 +140,14 @@ def test_command_line(tmp_path, tiny, capsys):
     with pytest.raises(SystemExit) as done:
         main(["average", str(a), "--out", str(tmp_path / "avg3")])
     assert done.value.code == 1 and "at least two" in capsys.readouterr().err
+
+
+def test_a_refused_lora_leaves_no_output(tmp_path, tiny):
+    a = save_tiny(tiny, tmp_path / "a", 0)
+    b = save_tiny(tiny, tmp_path / "b", 1)
+    for folder in (a, b):
+        path = folder / "lora" / "adapter_config.json"
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), use_dora=True)))
+    with pytest.raises(MMLLMError, match="DoRA"):
+        average_checkpoints([a, b], tmp_path / "avg")
+    assert not (tmp_path / "avg").exists()
