@@ -149,7 +149,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     """default_read19 and the LoRA stages 19-26 run at smoke size from a LoRA
     checkpoint: the reading stage writes its report and a fine-tuned encoder (and resumes from its
     checkpoint), which the LoRA stages carry on; stages 23-25 average into one loadable model, as
-    the shipped default was made."""
+    the shipped default was made, and the focus stage continues that average."""
     from mmllm.data.generate import make_dataset
     from mmllm.recipe import load_recipe
     from mmllm.train import train
@@ -201,3 +201,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     assert recipes == ["default_stage23", "default_stage24", "default_stage25"]
     model = MMLLMForConditionalGeneration.from_pretrained(soup)
     assert model.llm.peft_config["default"].r == 16
+    # the focus stage continues the average like any checkpoint
+    overrides = {**data, "train.output_dir": str(tmp_path / "focus"), "model.init_from": str(soup)}
+    final = train(load_recipe("default_focus27", overrides), smoke=True)
+    assert (final / "lora" / "adapter_model.safetensors").is_file()
