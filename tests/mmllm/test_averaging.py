@@ -100,6 +100,22 @@ def test_averaged_checkpoint_loads_as_the_mean_model(tmp_path, tiny):
         torch.testing.assert_close(params[2][name], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_an_average_of_averages_records_its_members(tmp_path, tiny):
+    """An averaged source is named by its members' recipes (its recipe.yaml is its first
+    member's) and its own provenance is kept, so the record goes back to trained runs."""
+    a = save_tiny(tiny, tmp_path / "a", 0)
+    b = save_tiny(tiny, tmp_path / "b", 1)
+    c = save_tiny(tiny, tmp_path / "c", 2)
+    for folder, name in ((a, "stage_a"), (b, "stage_b"), (c, "stage_c")):
+        (folder / "recipe.yaml").write_text(f"name: {name}\n")
+    first = average_checkpoints([a, b], tmp_path / "first", rank=4)
+    second = average_checkpoints([first, c], tmp_path / "second")
+    provenance = json.loads((second / "averaged_from.json").read_text())
+    assert provenance["recipes"] == ["average(stage_a, stage_b)", "stage_c"]
+    assert provenance["averaged_members"]["0"]["recipes"] == ["stage_a", "stage_b"]
+    assert "1" not in provenance["averaged_members"]
+
+
 def test_mismatches_and_bad_arguments_are_refused(tmp_path, tiny):
     a = save_tiny(tiny, tmp_path / "a", 0)
     b = save_tiny(tiny, tmp_path / "b", 1)
