@@ -146,14 +146,19 @@ def average_lora(
     return out, new_config, worst
 
 
+def _provenance(folder: Path) -> dict | None:
+    """``folder``'s own ``averaged_from.json`` if it is itself an average, else None."""
+    path = folder / PROVENANCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _recipe_name(folder: Path) -> str | None:
     """The name of the recipe that trained ``folder`` (its saved recipe.yaml), if any; for a
     folder that is itself an average, ``average(<its members' recipes>)``: its recipe.yaml is its
     first member's and would name only that one."""
-    nested = folder / PROVENANCE_FILE
-    if nested.is_file():
-        members = json.loads(nested.read_text()).get("recipes") or []
-        return "average(" + ", ".join(str(m) for m in members) + ")"
+    nested = _provenance(folder)
+    if nested is not None:
+        return "average(" + ", ".join(str(m) for m in nested.get("recipes") or []) + ")"
     recipe = folder / "recipe.yaml"
     if not recipe.is_file():
         return None
@@ -228,11 +233,7 @@ def average_checkpoints(
         "lora_rank": lora_config["r"] if lora_config else None,
         "lora_truncation_relative_error": truncation_error,
     }
-    nested = {
-        str(i): json.loads((s / PROVENANCE_FILE).read_text())
-        for i, s in enumerate(sources)
-        if (s / PROVENANCE_FILE).is_file()
-    }
+    nested = {str(i): p for i, s in enumerate(sources) if (p := _provenance(s)) is not None}
     if nested:
         provenance["averaged_members"] = nested  # an average of averages keeps the whole tree
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")

@@ -149,7 +149,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     """default_read19 and the LoRA stages 19-26 run at smoke size from a LoRA
     checkpoint: the reading stage writes its report and a fine-tuned encoder (and resumes from its
     checkpoint), which the LoRA stages carry on; stages 23-25 average into one loadable model, as
-    the shipped default was made, and the focus stage and stages 27-28 continue that average and
+    the shipped default was made, and the focus stages and stages 27-28 continue that average and
     average again with it."""
     from mmllm.data.generate import make_dataset
     from mmllm.recipe import load_recipe
@@ -202,10 +202,10 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     assert recipes == ["default_stage23", "default_stage24", "default_stage25"]
     model = MMLLMForConditionalGeneration.from_pretrained(soup)
     assert model.llm.peft_config["default"].r == 16
-    # the focus stage and stages 27-28 continue the average like any checkpoint, and the
+    # the focus stages and stages 27-28 continue the average like any checkpoint, and the
     # continuations average again with their start (an average of averages)
     members = [soup]
-    for name in ("default_focus27", "default_stage27", "default_stage28"):
+    for name in ("default_focus27", "default_stage27", "default_stage28", "default_focus28"):
         overrides = {**data, "train.output_dir": str(tmp_path / name), "model.init_from": str(soup)}
         members.append(train(load_recipe(name, overrides), smoke=True))
         assert (members[-1] / "lora" / "adapter_model.safetensors").is_file()
@@ -216,6 +216,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
         "default_focus27",
         "default_stage27",
         "default_stage28",
+        "default_focus28",
     ]
     assert provenance["averaged_members"]["0"]["recipes"] == recipes
     assert MMLLMForConditionalGeneration.from_pretrained(second).llm.peft_config["default"].r == 16
