@@ -81,7 +81,10 @@ def data_make(
     split: str = typer.Option("train", "--split", help="train, val or test (disjoint by content)."),
     tasks: str = typer.Option("", "--tasks", help="Comma-separated task names (default: all)."),
     phrasings: str = typer.Option(
-        "", "--phrasings", help="seen, heldout or all (default: seen for train, all otherwise)."
+        "",
+        "--phrasings",
+        help="seen, wide (seen + training-only paraphrases; train split), heldout or all "
+        "(default: seen for train, all otherwise).",
     ),
     dense: bool = typer.Option(
         False,
@@ -118,7 +121,7 @@ def data_make_draw(
 
 @data_app.command("tasks")
 def data_tasks():
-    """List the generated tasks and their phrasings (held-out ones marked)."""
+    """List the generated tasks and their phrasings (held-out and training-only ones marked)."""
     from mmllm.data.tasks import TASKS
 
     for task in TASKS.values():
@@ -128,6 +131,8 @@ def data_tasks():
                 console.print(f"    [{kind}] {t}")
             for t in ph.heldout:
                 console.print(f"    [{kind}] {t}  [dim](held out of training)[/dim]")
+            for t in ph.extra:
+                console.print(f"    [{kind}] {t}  [dim](training only, --phrasings wide)[/dim]")
 
 
 @data_app.command("check")

@@ -29,9 +29,11 @@ DENSE_TASKS = ("shape", "colour")
 def _phrase(
     rng: random.Random, options: Phrasings, slots: dict[str, str], phrasings: str
 ) -> tuple[str, str]:
-    """One phrasing of a question (seen and/or held-out, as asked) and which kind it was."""
+    """One phrasing of a question (as ``phrasings`` asks) and which kind it was: ``seen``,
+    ``heldout`` or ``extra`` (a training-only paraphrase, in ``"wide"`` mode)."""
     pool = [(t, "seen") for t in options.seen] * (phrasings != "heldout")
-    pool += [(t, "heldout") for t in options.heldout] * (phrasings != "seen")
+    pool += [(t, "heldout") for t in options.heldout] * (phrasings in ("heldout", "all"))
+    pool += [(t, "extra") for t in options.extra] * (phrasings == "wide")
     template, which = rng.choice(pool)
     return template.format(**slots), which
 
@@ -92,8 +94,10 @@ def make_dataset(
 
     Args:
         tasks: task names to draw from (default: all), cycled so each gets ``n / len`` samples.
-        phrasings: ``"seen"`` (only phrasings used for training), ``"heldout"`` (only held-out
-            phrasings) or ``"all"``; default ``"seen"`` for train, ``"all"`` otherwise.
+        phrasings: ``"seen"`` (only phrasings used for training), ``"wide"`` (the seen ones
+            plus the training-only paraphrases in ``Phrasings.extra``; train split only),
+            ``"heldout"`` (only held-out phrasings) or ``"all"`` (seen + held-out); default
+            ``"seen"`` for train, ``"all"`` otherwise.
         dense: rows of the tasks in ``DENSE_TASKS`` become multi-turn conversations that ask,
             after the task's own question, the colour or the shape of every other object in the
             scene (one question per object, so no answer can be read off an earlier turn):
@@ -110,10 +114,14 @@ def make_dataset(
     if unknown:
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
     phrasings = phrasings or ("seen" if split == "train" else "all")
-    if phrasings not in ("seen", "heldout", "all"):
-        raise ValueError(f"phrasings must be seen, heldout or all, got '{phrasings}'")
-    if split == "train" and phrasings != "seen":
-        raise ValueError("the train split uses only seen phrasings (held-out ones are for eval)")
+    if phrasings not in ("seen", "wide", "heldout", "all"):
+        raise ValueError(f"phrasings must be seen, wide, heldout or all, got '{phrasings}'")
+    if split == "train" and phrasings not in ("seen", "wide"):
+        raise ValueError(
+            "the train split uses only seen (or wide) phrasings (held-out ones are for eval)"
+        )
+    if split != "train" and phrasings == "wide":
+        raise ValueError("wide phrasings (training-only paraphrases) are for the train split")
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -95,8 +95,14 @@ POSITIONS = {
 
 @dataclass(frozen=True)
 class Phrasings:
+    """A question's wordings: ``seen`` ones train, ``heldout`` ones only evaluate, and
+    ``extra`` paraphrases widen training when asked for (``phrasings="wide"``). The extras
+    are never in validation or test rows, so the held-out score still measures wordings the
+    model never trained on; they exist so a model learns the question, not a template."""
+
     seen: tuple[str, ...]
     heldout: tuple[str, ...]
+    extra: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -338,6 +344,11 @@ TASKS: dict[str, Task] = {
                         "Name the shape that is {colour}.",
                     ),
                     ("Tell me the shape of the {colour} item.",),
+                    extra=(
+                        "Which shape has the colour {colour}?",
+                        "The {colour} object is which shape?",
+                        "Identify the shape of the {colour} object.",
+                    ),
                 )
             },
             _shape,
@@ -354,6 +365,11 @@ TASKS: dict[str, Task] = {
                         "The {shape} is what color?",
                     ),
                     ("Tell me the colour of the {shape}.",),
+                    extra=(
+                        "Name the colour of the {shape}.",
+                        "Identify the colour of the {shape}.",
+                        "What colour has the {shape} got?",
+                    ),
                 )
             },
             _colour,
@@ -370,6 +386,11 @@ TASKS: dict[str, Task] = {
                         "How many {things} do you see?",
                     ),
                     ("Give the count of {things}.",),
+                    extra=(
+                        "How many {things} can be seen?",
+                        "Count how many {things} there are.",
+                        "What is the total number of {things}?",
+                    ),
                 )
             },
             _count,
@@ -385,6 +406,11 @@ TASKS: dict[str, Task] = {
                         "Where in the picture is the {thing} located?",
                     ),
                     ("Which region holds the {thing}?",),
+                    extra=(
+                        "What part of the image is the {thing} in?",
+                        "Where can the {thing} be found?",
+                        "Locate the {thing}.",
+                    ),
                 )
             },
             _position,
@@ -400,6 +426,11 @@ TASKS: dict[str, Task] = {
                         "Does the {a} appear {rel} the {b}?",
                     ),
                     ("Would you say the {a} is {rel} the {b}?",),
+                    extra=(
+                        "Is it true that the {a} is {rel} the {b}?",
+                        "Is the {a} located {rel} the {b}?",
+                        "Check: is the {a} {rel} the {b}?",
+                    ),
                 ),
                 "open": Phrasings(
                     (
@@ -407,6 +438,11 @@ TASKS: dict[str, Task] = {
                         "Is the {a} left, right, above or below the {b}?",
                     ),
                     ("Relative to the {b}, where is the {a}?",),
+                    extra=(
+                        "In which direction from the {b} is the {a}?",
+                        "Taking the {b} as reference, where is the {a}?",
+                        "Where is the {a} when compared with the {b}?",
+                    ),
                 ),
             },
             _relation,
@@ -423,10 +459,20 @@ TASKS: dict[str, Task] = {
                         "Can you see a {thing}?",
                     ),
                     ("Does the picture contain a {thing}?",),
+                    extra=(
+                        "Is a {thing} visible?",
+                        "Does the image show a {thing}?",
+                        "Is any {thing} present?",
+                    ),
                 ),
                 "negated": Phrasings(
                     ("Is there no {thing}?", "Is there no {thing} in the image?"),
                     ("Is the image without a {thing}?",),
+                    extra=(
+                        "Is the {thing} absent?",
+                        "Is it true that there is no {thing}?",
+                        "Is the {thing} missing from the picture?",
+                    ),
                 ),
             },
             _exists,
@@ -439,10 +485,18 @@ TASKS: dict[str, Task] = {
                 "colour": Phrasings(
                     ("What colour is the small {shape}?", "What is the color of the tiny {shape}?"),
                     ("Which colour is the little {shape}?",),
+                    extra=(
+                        "Which colour does the small {shape} have?",
+                        "Name the colour of the tiny {shape}.",
+                    ),
                 ),
                 "shape": Phrasings(
                     ("What shape is the small {colour} object?", "Which small shape is {colour}?"),
                     ("What is the shape of the little {colour} object?",),
+                    extra=(
+                        "Name the shape of the small {colour} object.",
+                        "The tiny {colour} object is which shape?",
+                    ),
                 ),
             },
             _small_object,
@@ -458,6 +512,11 @@ TASKS: dict[str, Task] = {
                         "Read the word.",
                     ),
                     ("Which word can you read?",),
+                    extra=(
+                        "What is written?",
+                        "Which word appears in the image?",
+                        "Read the text.",
+                    ),
                 ),
                 "number": Phrasings(
                     (
@@ -466,6 +525,11 @@ TASKS: dict[str, Task] = {
                         "Read the number.",
                     ),
                     ("Which number can you read?",),
+                    extra=(
+                        "Which number appears in the image?",
+                        "What is the number in the image?",
+                        "Read the digits.",
+                    ),
                 ),
             },
             _text,
@@ -481,6 +545,11 @@ TASKS: dict[str, Task] = {
                         "What is in the picture?",
                     ),
                     ("Give a brief description of the image.",),
+                    extra=(
+                        "Briefly describe the picture.",
+                        "Caption this image.",
+                        "What does the image show?",
+                    ),
                 )
             },
             _caption,

@@ -66,6 +66,30 @@ def test_held_out_phrasings_only_outside_train(sets):
         )
 
 
+def _fits(question: str, templates: tuple[str, ...]) -> bool:
+    """Whether ``question`` is one of ``templates`` with its slots filled."""
+    import re
+
+    return any(
+        re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(t)), question) for t in templates
+    )
+
+
+def test_wide_phrasings_add_paraphrases_never_held_out_ones(tmp_path):
+    """``wide`` trains on the seen wordings plus the extra paraphrases; no held-out wording."""
+    heldout = {t for task in TASKS.values() for p in task.phrasings.values() for t in p.heldout}
+    extra = {t for task in TASKS.values() for p in task.phrasings.values() for t in p.extra}
+    assert extra and not extra & heldout
+    wide = rows(make_dataset(tmp_path, 260, seed=3, phrasings="wide", progress=False))
+    assert {r["phrasing"] for r in wide} == {"seen", "extra"}
+    for r in wide:
+        question = r["messages"][0]["content"][1]["text"]
+        options = TASKS[r["task"]].phrasings.values()
+        labelled = [p.extra if r["phrasing"] == "extra" else p.seen for p in options]
+        assert any(_fits(question, pool) for pool in labelled), question
+        assert not any(_fits(question, p.heldout) for p in options), question
+
+
 def test_yes_no_answers_are_balanced_and_negations_present(sets):
     _, out = sets
     train = rows(out["train"])
@@ -101,6 +125,8 @@ def test_scene_split_is_a_function_of_content():
         ({"split": "dev"}, "split must be"),
         ({"tasks": ["shapes"]}, "unknown task"),
         ({"phrasings": "heldout"}, "train split uses only seen"),
+        ({"phrasings": "wide", "split": "val"}, "wide phrasings .* are for the train split"),
+        ({"phrasings": "paraphrased"}, "phrasings must be seen, wide"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message):
