@@ -150,7 +150,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     checkpoint: the reading stage writes its report and a fine-tuned encoder (and resumes from its
     checkpoint), which the LoRA stages carry on; stages 23-25 average into one loadable model, as
     the shipped default was made, and the focus stages and stages 27-28 continue that average and
-    average again with it; stages 29-30 continue that average of averages on wide phrasings."""
+    average again with it; stages 29-32 continue that average of averages on wide phrasings."""
     from mmllm.data.generate import make_dataset
     from mmllm.recipe import load_recipe
     from mmllm.train import train
@@ -220,9 +220,9 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     ]
     assert provenance["averaged_members"]["0"]["recipes"] == recipes
     assert MMLLMForConditionalGeneration.from_pretrained(second).llm.peft_config["default"].r == 16
-    # stages 29-30 continue the average of averages (the shipped default) on wide phrasings
+    # stages 29-32 continue the average of averages on wide phrasings
     make_dataset(tmp_path / "wide", 8, seed=2, split="train", phrasings="wide", progress=False)
-    for name in ("default_stage29", "default_stage30"):
+    for name in ("default_stage29", "default_stage30", "default_stage31", "default_stage32"):
         overrides = {
             **data,
             "data.train": str(tmp_path / "wide"),
