@@ -44,6 +44,14 @@ def test_data_make_and_check(tmp_path, capsys):
     assert code == 0 and "9 valid samples" in out
 
 
+def test_data_tasks_marks_held_out_and_training_only_wordings(capsys):
+    from mmllm.data.tasks import TASKS
+
+    code, out, _ = run(capsys, "data", "tasks")
+    assert code == 0 and "held out of training" in out and "training only" in out
+    assert TASKS["exists"].phrasings["negated"].extra[0] in out
+
+
 def test_data_make_dense_writes_multi_turn_rows(tmp_path, capsys):
     argv = ["data", "make", "--out", str(tmp_path), "--n", "8", "--tasks", "colour", "--dense"]
     code, _, _ = run(capsys, *argv)
@@ -59,6 +67,7 @@ def test_data_make_dense_writes_multi_turn_rows(tmp_path, capsys):
         (["data", "make", "--out", "/tmp/x", "--split", "dev"], "split must be"),
         (["data", "check", "/nonexistent"], "no such data folder"),
         (["demo", "--reduction", "divprun:4"], "unknown reducer"),
+        (["data", "make", "--out", "/tmp/x", "--split", "val", "--phrasings", "wide"], "wide"),
     ],
 )
 def test_user_errors_are_one_line(capsys, argv, message):
