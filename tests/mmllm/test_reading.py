@@ -150,7 +150,8 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     checkpoint: the reading stage writes its report and a fine-tuned encoder (and resumes from its
     checkpoint), which the LoRA stages carry on; stages 23-25 average into one loadable model, as
     the shipped default was made, and the focus stages and stages 27-28 continue that average and
-    average again with it; stages 29-32 continue that average of averages on wide phrasings."""
+    average again with it; stages 29-32 continue that average of averages on wide phrasings and
+    29-30 average with it into the shipped default's shape."""
     from mmllm.data.generate import make_dataset
     from mmllm.recipe import load_recipe
     from mmllm.train import train
@@ -222,6 +223,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     assert MMLLMForConditionalGeneration.from_pretrained(second).llm.peft_config["default"].r == 16
     # stages 29-32 continue the average of averages on wide phrasings
     make_dataset(tmp_path / "wide", 8, seed=2, split="train", phrasings="wide", progress=False)
+    wide_members = []
     for name in ("default_stage29", "default_stage30", "default_stage31", "default_stage32"):
         overrides = {
             **data,
@@ -229,5 +231,11 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
             "train.output_dir": str(tmp_path / name),
             "model.init_from": str(second),
         }
-        stage = train(load_recipe(name, overrides), smoke=True)
-        assert (stage / "lora" / "adapter_model.safetensors").is_file()
+        wide_members.append(train(load_recipe(name, overrides), smoke=True))
+        assert (wide_members[-1] / "lora" / "adapter_model.safetensors").is_file()
+    # the shipped default: that average with stages 29 and 30
+    third = average_checkpoints([second, *wide_members[:2]], tmp_path / "soup3", rank=16)
+    provenance = json.loads((third / "averaged_from.json").read_text())
+    assert provenance["recipes"][1:] == ["default_stage29", "default_stage30"]
+    assert provenance["averaged_members"]["0"]["recipes"][1] == "default_focus27"
+    assert MMLLMForConditionalGeneration.from_pretrained(third).llm.peft_config["default"].r == 16
