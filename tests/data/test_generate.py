@@ -66,13 +66,18 @@ def test_held_out_phrasings_only_outside_train(sets):
         )
 
 
-def _fits(question: str, templates: tuple[str, ...]) -> bool:
-    """Whether ``question`` is one of ``templates`` with its slots filled."""
+def _filled(template: str, question: str) -> dict[str, str] | None:
+    """The slot values if ``question`` is ``template`` with its slots filled, else None."""
     import re
 
-    return any(
-        re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(t)), question) for t in templates
-    )
+    pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.+)", re.escape(template))
+    match = re.fullmatch(pattern, question)
+    return match.groupdict() if match else None
+
+
+def _fits(question: str, templates: tuple[str, ...]) -> bool:
+    """Whether ``question`` is one of ``templates`` with its slots filled."""
+    return any(_filled(t, question) is not None for t in templates)
 
 
 def test_wide_phrasings_add_paraphrases_never_held_out_ones(tmp_path):
@@ -136,15 +141,12 @@ def test_bad_arguments(tmp_path, kwargs, message):
 
 def _asked(question: str) -> tuple[str, str]:
     """('colour' | 'shape', value) named by a shape or colour question, via its template."""
-    import re
-
     for slot, task in (("colour", "shape"), ("shape", "colour")):
         options = TASKS[task].phrasings["open"]
         for template in options.seen + options.heldout:
-            pattern = re.escape(template).replace(re.escape("{" + slot + "}"), "(\\w+)")
-            match = re.fullmatch(pattern, question)
-            if match:
-                return slot, match.group(1)
+            slots = _filled(template, question)
+            if slots is not None:
+                return slot, slots[slot]
     raise AssertionError(f"not a shape or colour question: {question}")
 
 
