@@ -22,6 +22,11 @@ relevance-weighted k-center:
    the chosen set (for the first pick: to its nearest neighbour) weighted up by relevance; a
    duplicate of a chosen token has distance 0 and is never worth taking, however relevant.
 
+``distinct=G`` (default 0: off) multiplies each gain by ``(u_i / max_j u_j) ** G``, where ``u_i``
+is the token's mean distance to the image's tokens: a CLS-free salience (the ``mean_sim`` score
+of ``importance``) under which cells that look like many others, the background, count less,
+so a small budget goes to objects before a second background cell.
+
 ``space=llm`` measures step 1's feature distance on the adapter's output instead (an ablation:
 worse on the default model, see ``docs/reduction.md``).
 
@@ -71,6 +76,15 @@ def question_relevance(visual: torch.Tensor, text: TextContext, floor: float) ->
     return (centred.amax(dim=2) - floor).clamp_min(0.0)  # [B, N]
 
 
+def distinctness(dist: torch.Tensor) -> torch.Tensor:
+    """Each token's mean distance to the image's tokens, scaled by the image's largest: ``[B, N]``.
+
+    Background cells resemble most others and score low; a lone object scores near 1.
+    """
+    mean = dist.mean(dim=2)
+    return mean / mean.amax(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def weighted_max_min(dist: torch.Tensor, weight: torch.Tensor | None, k: int) -> torch.Tensor:
     """Greedy k-center with gains ``min_dist * weight``: ``dist [B, N, N]`` -> sorted ``[B, K]``.
 
@@ -112,6 +126,10 @@ class Focus(BaseReducer):
         default=0.1,
         metadata={"help": "centred cosine a text token must exceed to count as relevant"},
     )
+    distinct: float = field(
+        default=0.0,
+        metadata={"help": "exponent on each token's scaled mean distance to the rest (0 = off)"},
+    )
     space: str = field(
         default="encoder",
         metadata={"help": "where distances are measured: encoder features or llm (adapter output)"},
@@ -122,8 +140,11 @@ class Focus(BaseReducer):
     uses_text: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if self.alpha < 0 or self.spatial < 0:
-            raise ValueError(f"alpha and spatial must be >= 0, got {self.alpha}, {self.spatial}")
+        if min(self.alpha, self.spatial, self.distinct) < 0:
+            raise ValueError(
+                "alpha, spatial and distinct must be >= 0, got "
+                f"{self.alpha}, {self.spatial}, {self.distinct}"
+            )
         if self.space not in ("encoder", "llm"):
             raise ValueError(f"space must be 'encoder' or 'llm', got {self.space!r}")
 
@@ -147,4 +168,7 @@ class Focus(BaseReducer):
         weight = None
         if relevant:
             weight = 1.0 + self.alpha * question_relevance(visual, text, self.floor)
+        if self.distinct > 0:
+            salience = distinctness(dist) ** self.distinct
+            weight = salience if weight is None else weight * salience
         return tokens.gather(weighted_max_min(dist, weight, self.k))

@@ -8,7 +8,7 @@ from mmllm.reduction.divprune import divprune_select
 
 
 def naive_focus(
-    x: torch.Tensor, words: torch.Tensor, k: int, alpha: float, floor: float
+    x: torch.Tensor, words: torch.Tensor, k: int, alpha: float, floor: float, distinct: float = 0.0
 ) -> list[int]:
     """Plain reference for one image: ``x [N, D]`` tokens, ``words [T, D]`` text embeddings."""
     n = x.shape[0]
@@ -23,6 +23,8 @@ def naive_focus(
             centred.append(float(unit[i] @ wunit[t]) - mean)
         best.append(max(centred))
     weight = [1.0 + alpha * max(b - floor, 0.0) for b in best]
+    mean_dist = [sum(row) / n for row in dist]
+    weight = [w * (m / max(mean_dist)) ** distinct for w, m in zip(weight, mean_dist, strict=True)]
     isolation = [min(dist[i][j] for j in range(n) if j != i) * weight[i] for i in range(n)]
     chosen = [max(range(n), key=lambda i: (isolation[i], -i))]
     while len(chosen) < k:
@@ -34,16 +36,39 @@ def naive_focus(
 
 
 @pytest.mark.parametrize(
-    ("n", "k", "alpha", "floor"), [(9, 3, 1.0, 0.0), (16, 5, 3.0, 0.15), (12, 12, 0.5, 0.3)]
+    ("n", "k", "alpha", "floor", "distinct"),
+    [
+        (9, 3, 1.0, 0.0, 0.0),
+        (16, 5, 3.0, 0.15, 0.0),
+        (12, 12, 0.5, 0.3, 0.0),
+        (16, 4, 2.0, 0.1, 3.0),
+    ],
 )
-def test_matches_plain_reference(n, k, alpha, floor):
+def test_matches_plain_reference(n, k, alpha, floor, distinct):
     gen = torch.Generator().manual_seed(n * k)
     x = torch.randn(2, n, 8, generator=gen, dtype=torch.float64)
     words = torch.randn(2, 4, 8, generator=gen, dtype=torch.float64)
-    spec = f"focus:{k},alpha={alpha},floor={floor}"
+    spec = f"focus:{k},alpha={alpha},floor={floor},distinct={distinct}"
     out = build(spec)(VisualTokens(embeds=x), TextContext(embeds=words))
     for row in range(2):
-        assert out.index[row].tolist() == naive_focus(x[row], words[row], k, alpha, floor)
+        expected = naive_focus(x[row], words[row], k, alpha, floor, distinct)
+        assert out.index[row].tolist() == expected
+
+
+def test_distinct_spends_a_small_budget_on_objects_not_a_second_background_cell():
+    """Twelve background cells spread on a small circle and three look-alike objects: plain
+    max-min takes a second background cell for its spread; ``distinct`` takes the objects."""
+    angle = torch.arange(12) * torch.pi / 6
+    background = torch.zeros(12, 8)
+    background[:, 0] = 1.0
+    background[:, 5], background[:, 6] = 0.35 * angle.cos(), 0.35 * angle.sin()
+    objects = torch.zeros(3, 8)
+    objects[:, 2] = 1.0  # alike to each other, orthogonal to the background
+    objects[[0, 1, 2], [3, 4, 7]] = 0.4
+    tokens = VisualTokens(embeds=torch.cat([background, objects]).unsqueeze(0))
+    plain = build("focus:3")(tokens).index[0].tolist()
+    assert len(set(plain) & {12, 13, 14}) == 1  # one object, then two background cells
+    assert build("focus:3,distinct=4")(tokens).index.tolist() == [[12, 13, 14]]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 2.0])
@@ -113,7 +138,7 @@ def test_keeps_index_size_and_dtype():
 def test_bad_settings_and_missing_projection_are_clear_errors():
     with pytest.raises(ValueError, match="space"):
         build("focus:3,space=pixels")
-    with pytest.raises(ValueError, match="alpha and spatial"):
+    with pytest.raises(ValueError, match="alpha, spatial and distinct"):
         build("focus:4,alpha=-1")
     with pytest.raises(ValueError, match="budget 20 is larger than the 16"):
         build("focus:20").output_len(16)
