@@ -151,7 +151,8 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     checkpoint), which the LoRA stages carry on; stages 23-25 average into one loadable model, as
     the shipped default was made, and the focus stages and stages 27-28 continue that average and
     average again with it; stages 29-32 continue that average of averages on wide phrasings and
-    29-30 average with it into the shipped default's shape."""
+    29-30 average with it into the shipped default's shape; stages 33-34 continue that default
+    and average back into it, and stages 35-36 continue that average."""
     from mmllm.data.generate import make_dataset
     from mmllm.recipe import load_recipe
     from mmllm.train import train
@@ -239,3 +240,30 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     assert provenance["recipes"][1:] == ["default_stage29", "default_stage30"]
     assert provenance["averaged_members"]["0"]["recipes"][1] == "default_focus27"
     assert MMLLMForConditionalGeneration.from_pretrained(third).llm.peft_config["default"].r == 16
+    # stages 33-34 continue that default on wide phrasings and average back into it
+    next_members = []
+    for name in ("default_stage33", "default_stage34"):
+        overrides = {
+            **data,
+            "data.train": str(tmp_path / "wide"),
+            "train.output_dir": str(tmp_path / name),
+            "model.init_from": str(third),
+        }
+        next_members.append(train(load_recipe(name, overrides), smoke=True))
+    fourth = average_checkpoints([third, *next_members], tmp_path / "soup4", rank=16)
+    provenance = json.loads((fourth / "averaged_from.json").read_text())
+    assert provenance["recipes"][1:] == ["default_stage33", "default_stage34"]
+    assert provenance["averaged_members"]["0"]["recipes"][1:] == [
+        "default_stage29",
+        "default_stage30",
+    ]
+    assert MMLLMForConditionalGeneration.from_pretrained(fourth).llm.peft_config["default"].r == 16
+    # stages 35-36: the same round once more, from that average
+    for name in ("default_stage35", "default_stage36"):
+        overrides = {
+            **data,
+            "data.train": str(tmp_path / "wide"),
+            "train.output_dir": str(tmp_path / name),
+            "model.init_from": str(fourth),
+        }
+        assert (train(load_recipe(name, overrides), smoke=True) / "lora").is_dir()
