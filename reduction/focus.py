@@ -22,10 +22,12 @@ relevance-weighted k-center:
    the chosen set (for the first pick: to its nearest neighbour) weighted up by relevance; a
    duplicate of a chosen token has distance 0 and is never worth taking, however relevant.
 
-``distinct=G`` (default 0: off) multiplies each gain by ``(u_i / max_j u_j) ** G``, where ``u_i``
-is the token's mean distance to the image's tokens: a CLS-free salience (the ``mean_sim`` score
-of ``importance``) under which cells that look like many others, the background, count less,
-so a small budget goes to objects before a second background cell.
+``distinct=G`` (default 0: off) replaces the 1 in step 3's weight by ``(u_i / max_j u_j) ** G``,
+where ``u_i`` is the token's mean distance to the image's tokens: a CLS-free salience (the
+``mean_sim`` score of ``importance``) under which cells that look like many others, the
+background, count less, so a small budget goes to objects before a second background cell. It is
+added to the relevance term, not multiplied with it: a cell the question names keeps its weight
+even when it shows a small object and is mostly background.
 
 ``space=llm`` measures step 1's feature distance on the adapter's output instead (an ablation:
 worse on the default model, see ``docs/reduction.md``).
@@ -166,9 +168,9 @@ class Focus(BaseReducer):
         features = visual if self.space == "llm" else tokens.embeds
         dist = focus_distance(features, grid_positions(tokens), self.spatial)
         weight = None
+        if self.distinct > 0:  # the base gain: background cells count less
+            weight = distinctness(dist) ** self.distinct
         if relevant:
-            weight = 1.0 + self.alpha * question_relevance(visual, text, self.floor)
-        if self.distinct > 0:
-            salience = distinctness(dist) ** self.distinct
-            weight = salience if weight is None else weight * salience
+            relevance = self.alpha * question_relevance(visual, text, self.floor)
+            weight = (1.0 if weight is None else weight) + relevance
         return tokens.gather(weighted_max_min(dist, weight, self.k))

@@ -22,9 +22,9 @@ def naive_focus(
             mean = sum(float(unit[m] @ wunit[t]) for m in range(n)) / n
             centred.append(float(unit[i] @ wunit[t]) - mean)
         best.append(max(centred))
-    weight = [1.0 + alpha * max(b - floor, 0.0) for b in best]
     mean_dist = [sum(row) / n for row in dist]
-    weight = [w * (m / max(mean_dist)) ** distinct for w, m in zip(weight, mean_dist, strict=True)]
+    base = [(m / max(mean_dist)) ** distinct for m in mean_dist]
+    weight = [s + alpha * max(b - floor, 0.0) for s, b in zip(base, best, strict=True)]
     isolation = [min(dist[i][j] for j in range(n) if j != i) * weight[i] for i in range(n)]
     chosen = [max(range(n), key=lambda i: (isolation[i], -i))]
     while len(chosen) < k:
