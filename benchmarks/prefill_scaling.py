@@ -157,12 +157,28 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def split_specs(text: str) -> list[str]:
+    """``"identity,focus:5,distinct=1,divprune:5"`` -> the three specs: a comma piece that is a
+    ``key=value`` option (no ``name:``) belongs to the spec before it."""
+    specs: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if specs and "=" in piece and ":" not in piece:
+            specs[-1] += f",{piece}"
+        else:
+            specs.append(piece)
+    return specs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=96)
     parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
-    parser.add_argument("--specs", default="identity,focus:12,focus:5", help="first is the base")
+    parser.add_argument(
+        "--specs",
+        default="identity,focus:12,focus:5",
+        help="comma-separated, first is the base; a spec's own options stay with it",
+    )
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prefill_scaling"))
@@ -176,7 +192,7 @@ def main() -> None:
     samples = load_dataset(args.data)[: args.limit]
     kinds = ("merged", "unmerged") if args.lora == "both" else (args.lora,)
     models = {kind: load_model(args.model, merge_lora=kind == "merged") for kind in kinds}
-    specs = [s.strip() for s in args.specs.split(",")]
+    specs = split_specs(args.specs)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     rows = measure(models, samples, specs, sizes, args.repeats)
     write(rows, args.out, len(samples))

@@ -37,3 +37,13 @@ def test_rows_per_model_and_spec_against_their_own_base(scaling, tiny, tmp_path)
     table = (tmp_path / "out" / "scaling.md").read_text()
     assert "| 2 | unmerged | random:4 |" in table
     assert (tmp_path / "out" / "scaling.png").is_file()
+
+
+def test_specs_keep_their_own_options(scaling):
+    text = "identity,focus:5,distinct=1,divprune:5,pdrop:layers=2/8/16,ratios=1/0.5/0.2"
+    assert scaling.split_specs(text) == [
+        "identity",
+        "focus:5,distinct=1",
+        "divprune:5",
+        "pdrop:layers=2/8/16,ratios=1/0.5/0.2",
+    ]
