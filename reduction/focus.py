@@ -33,9 +33,9 @@ even when it shows a small object and is mostly background.
 worse on the default model, see ``docs/reduction.md``).
 
 Without text, with ``alpha=0``, or when no text token clears the floor, the gain is the plain
-max-min distance, so the selection is exactly DivPrune's. A vLLM server encodes images apart from
-the prompt, so it refuses ``focus`` (it reads the text); serve ``divprune:K``, which is ``focus``
-without a question. Kept tokens return in source order.
+max-min distance (with ``distinct=0``), so the selection is exactly DivPrune's. A vLLM server
+encodes images apart from the prompt, so it refuses ``focus`` (it reads the text); serve
+``divprune:K``, which is ``focus`` without a question. Kept tokens return in source order.
 The K greedy steps are sequential; each is one vectorised update over the batch.
 """
 

@@ -138,8 +138,9 @@ def test_keeps_index_size_and_dtype():
 def test_bad_settings_and_missing_projection_are_clear_errors():
     with pytest.raises(ValueError, match="space"):
         build("focus:3,space=pixels")
-    with pytest.raises(ValueError, match="alpha, spatial and distinct"):
-        build("focus:4,alpha=-1")
+    for bad in ("alpha=-1", "distinct=-0.5"):
+        with pytest.raises(ValueError, match="alpha, spatial and distinct"):
+            build(f"focus:4,{bad}")
     with pytest.raises(ValueError, match="budget 20 is larger than the 16"):
         build("focus:20").output_len(16)
     tokens = VisualTokens(embeds=torch.randn(1, 10, 8))
