@@ -224,15 +224,20 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     assert MMLLMForConditionalGeneration.from_pretrained(second).llm.peft_config["default"].r == 16
     # stages 29-32 continue the average of averages on wide phrasings
     make_dataset(tmp_path / "wide", 8, seed=2, split="train", phrasings="wide", progress=False)
-    wide_members = []
-    for name in ("default_stage29", "default_stage30", "default_stage31", "default_stage32"):
+
+    def wide_stage(name, start):
+        """Recipe ``name`` at smoke size on the wide-phrasing data, continuing ``start``."""
         overrides = {
             **data,
             "data.train": str(tmp_path / "wide"),
             "train.output_dir": str(tmp_path / name),
-            "model.init_from": str(second),
+            "model.init_from": str(start),
         }
-        wide_members.append(train(load_recipe(name, overrides), smoke=True))
+        return train(load_recipe(name, overrides), smoke=True)
+
+    wide_members = []
+    for name in ("default_stage29", "default_stage30", "default_stage31", "default_stage32"):
+        wide_members.append(wide_stage(name, second))
         assert (wide_members[-1] / "lora" / "adapter_model.safetensors").is_file()
     # the shipped default: that average with stages 29 and 30
     third = average_checkpoints([second, *wide_members[:2]], tmp_path / "soup3", rank=16)
@@ -241,15 +246,7 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     assert provenance["averaged_members"]["0"]["recipes"][1] == "default_focus27"
     assert MMLLMForConditionalGeneration.from_pretrained(third).llm.peft_config["default"].r == 16
     # stages 33-34 continue that default on wide phrasings and average back into it
-    next_members = []
-    for name in ("default_stage33", "default_stage34"):
-        overrides = {
-            **data,
-            "data.train": str(tmp_path / "wide"),
-            "train.output_dir": str(tmp_path / name),
-            "model.init_from": str(third),
-        }
-        next_members.append(train(load_recipe(name, overrides), smoke=True))
+    next_members = [wide_stage(name, third) for name in ("default_stage33", "default_stage34")]
     fourth = average_checkpoints([third, *next_members], tmp_path / "soup4", rank=16)
     provenance = json.loads((fourth / "averaged_from.json").read_text())
     assert provenance["recipes"][1:] == ["default_stage33", "default_stage34"]
@@ -260,10 +257,4 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     assert MMLLMForConditionalGeneration.from_pretrained(fourth).llm.peft_config["default"].r == 16
     # stages 35-36: the same round once more, from that average
     for name in ("default_stage35", "default_stage36"):
-        overrides = {
-            **data,
-            "data.train": str(tmp_path / "wide"),
-            "train.output_dir": str(tmp_path / name),
-            "model.init_from": str(fourth),
-        }
-        assert (train(load_recipe(name, overrides), smoke=True) / "lora").is_dir()
+        assert (wide_stage(name, fourth) / "lora").is_dir()
