@@ -64,7 +64,7 @@ ABLATIONS = {
     "divprune+coverage-seeds": lambda k, n, g: f"coverage:{k},spatial=0,iters=0",
     "focus-no-floor": lambda k, n, g: f"focus:{k},floor=0",
     "focus-spatial": lambda k, n, g: f"focus:{k},spatial=0.25",
-    "focus-distinct": lambda k, n, g: f"focus:{k},distinct=1",
+    "focus-no-distinct": lambda k, n, g: f"focus:{k},distinct=0",
 }
 
 

@@ -8,7 +8,7 @@ from mmllm.reduction.divprune import divprune_select
 
 
 def naive_focus(
-    x: torch.Tensor, words: torch.Tensor, k: int, alpha: float, floor: float, distinct: float = 0.0
+    x: torch.Tensor, words: torch.Tensor, k: int, alpha: float, floor: float, distinct: float = 1.0
 ) -> list[int]:
     """Plain reference for one image: ``x [N, D]`` tokens, ``words [T, D]`` text embeddings."""
     n = x.shape[0]
@@ -66,7 +66,7 @@ def test_distinct_spends_a_small_budget_on_objects_not_a_second_background_cell(
     objects[:, 2] = 1.0  # alike to each other, orthogonal to the background
     objects[[0, 1, 2], [3, 4, 7]] = 0.4
     tokens = VisualTokens(embeds=torch.cat([background, objects]).unsqueeze(0))
-    plain = build("focus:3")(tokens).index[0].tolist()
+    plain = build("focus:3,distinct=0")(tokens).index[0].tolist()
     assert len(set(plain) & {12, 13, 14}) == 1  # one object, then two background cells
     assert build("focus:3,distinct=4")(tokens).index.tolist() == [[12, 13, 14]]
 
@@ -88,14 +88,14 @@ def test_llm_space_measures_distances_on_the_projected_tokens(alpha):
         build("focus:5,space=llm")(VisualTokens(embeds=x))
 
 
-def test_without_text_or_alpha_zero_it_is_divprune():
+def test_without_distinct_and_text_or_alpha_it_is_divprune():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 49, 16, generator=gen)
     tokens = VisualTokens(embeds=x, grid=(7, 7))
     expected = divprune_select(x, 6)
-    assert torch.equal(build("focus:6")(tokens).index, expected)
+    assert torch.equal(build("focus:6,distinct=0")(tokens).index, expected)
     text = TextContext(embeds=torch.randn(3, 5, 16, generator=gen))
-    assert torch.equal(build("focus:6,alpha=0")(tokens, text).index, expected)
+    assert torch.equal(build("focus:6,alpha=0,distinct=0")(tokens, text).index, expected)
 
 
 def test_the_question_word_picks_its_cell_and_template_tokens_do_not():
