@@ -152,7 +152,10 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     the shipped default was made, and the focus stages and stages 27-28 continue that average and
     average again with it; stages 29-32 continue that average of averages on wide phrasings and
     29-30 average with it into the shipped default's shape; stages 33-34 continue that default
-    and average back into it, and stages 35-36 continue that average."""
+    and average back into it, stages 35-36 continue that average, and stages 37-38 continue it
+    with the encoder trained, which averaging back averages too."""
+    from safetensors.torch import load_file
+
     from mmllm.data.generate import make_dataset
     from mmllm.recipe import load_recipe
     from mmllm.train import train
@@ -258,3 +261,15 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
     # stages 35-36: the same round once more, from that average
     for name in ("default_stage35", "default_stage36"):
         assert (wide_stage(name, fourth) / "lora").is_dir()
+    # stages 37-38 train the encoder again, and averaging back averages the encoders too
+    encoder_members = [wide_stage(name, fourth) for name in ("default_stage37", "default_stage38")]
+    start_encoder = load_file(fourth / "encoder.safetensors")
+    moved = load_file(encoder_members[0] / "encoder.safetensors")
+    assert any(not torch.equal(start_encoder[k], moved[k]) for k in start_encoder)
+    fifth = average_checkpoints([fourth, *encoder_members], tmp_path / "soup5", rank=16)
+    averaged = load_file(fifth / "encoder.safetensors")
+    other = load_file(encoder_members[1] / "encoder.safetensors")
+    for key, value in averaged.items():
+        if value.is_floating_point():
+            expected = (start_encoder[key] + moved[key] + other[key]) / 3
+            torch.testing.assert_close(value, expected)
