@@ -27,10 +27,11 @@ relevance-weighted k-center:
 CLS-free salience (the ``mean_sim`` score of ``importance``) under which cells that look like many
 others, the background, count less, so a small budget goes to objects before a second background
 cell. It is added to the relevance term, not multiplied with it: a cell the question names keeps
-its weight even when it shows a small object and is mostly background. On the shipped default it
-raised validation accuracy at 5 and 3 tokens and matched or beat ``distinct=0`` at every budget of
-the reduction benchmark (``docs/reduction.md``); recipes written before it was the default pin
-``distinct=0`` so their in-the-loop budgets keep their meaning.
+its weight even when it shows a small object and is mostly background. On the default shipped
+before stages 37-38 it raised validation accuracy at 5 and 3 tokens and matched or beat
+``distinct=0`` at every budget of the reduction benchmark; on the current default it is ahead at
+25% and 11.1% and behind at 5.6% (``docs/reduction.md``). Recipes written before it was the
+default pin ``distinct=0`` so their in-the-loop budgets keep their meaning.
 
 ``space=llm`` measures step 1's feature distance on the adapter's output instead (an ablation:
 worse on the default model, see ``docs/reduction.md``).
