@@ -273,3 +273,8 @@ def test_reading_recipe_then_the_lora_stage_at_smoke_size(tmp_path):
         if value.is_floating_point():
             expected = (start_encoder[key] + moved[key] + other[key]) / 3
             torch.testing.assert_close(value, expected)
+    # stages 39-40 (not shipped) continue that average with focus at `distinct=1` in the loop
+    for name in ("default_stage39", "default_stage40"):
+        recipe = load_recipe(name)
+        assert "focus:3" in recipe.train.reduction_budgets
+        assert (wide_stage(name, fifth) / "lora" / "adapter_model.safetensors").is_file()
