@@ -65,6 +65,8 @@ ABLATIONS = {
     "focus-no-floor": lambda k, n, g: f"focus:{k},floor=0",
     "focus-spatial": lambda k, n, g: f"focus:{k},spatial=0.25",
     "focus-no-distinct": lambda k, n, g: f"focus:{k},distinct=0",
+    "focus-cover": lambda k, n, g: f"focus:{k},cover=1",
+    "focus-cover-half": lambda k, n, g: f"focus:{k},cover=0.5",
 }
 
 

@@ -8,51 +8,88 @@ from mmllm.reduction.divprune import divprune_select
 
 
 def naive_focus(
-    x: torch.Tensor, words: torch.Tensor, k: int, alpha: float, floor: float, distinct: float = 1.0
+    x: torch.Tensor,
+    words: torch.Tensor,
+    k: int,
+    alpha: float,
+    floor: float,
+    distinct: float = 1.0,
+    cover: float = 0.0,
 ) -> list[int]:
     """Plain reference for one image: ``x [N, D]`` tokens, ``words [T, D]`` text embeddings."""
-    n = x.shape[0]
+    n, n_words = x.shape[0], words.shape[0]
     unit = F.normalize(x, dim=-1)
     dist = [[1.0 - float(unit[i] @ unit[j]) for j in range(n)] for i in range(n)]
     wunit = F.normalize(words, dim=-1)
-    best = []
+    relevance = []  # relevance[i][t]: how far word t singles out token i, above the floor
     for i in range(n):
-        centred = []
-        for t in range(words.shape[0]):
+        row = []
+        for t in range(n_words):
             mean = sum(float(unit[m] @ wunit[t]) for m in range(n)) / n
-            centred.append(float(unit[i] @ wunit[t]) - mean)
-        best.append(max(centred))
+            row.append(alpha * max(float(unit[i] @ wunit[t]) - mean - floor, 0.0))
+        relevance.append(row)
     mean_dist = [sum(row) / n for row in dist]
     base = [(m / max(mean_dist)) ** distinct for m in mean_dist]
-    weight = [s + alpha * max(b - floor, 0.0) for s, b in zip(base, best, strict=True)]
-    isolation = [min(dist[i][j] for j in range(n) if j != i) * weight[i] for i in range(n)]
+
+    def weight(i: int, chosen: list[int]) -> float:
+        shown = [max((relevance[c][t] for c in chosen), default=0.0) for t in range(n_words)]
+        return base[i] + max(max(relevance[i][t] - cover * shown[t], 0.0) for t in range(n_words))
+
+    isolation = [min(dist[i][j] for j in range(n) if j != i) * weight(i, []) for i in range(n)]
     chosen = [max(range(n), key=lambda i: (isolation[i], -i))]
     while len(chosen) < k:
         gains = {
-            i: min(dist[i][c] for c in chosen) * weight[i] for i in range(n) if i not in chosen
+            i: min(dist[i][c] for c in chosen) * weight(i, chosen)
+            for i in range(n)
+            if i not in chosen
         }
         chosen.append(max(gains, key=lambda i: (gains[i], -i)))
     return sorted(chosen)
 
 
 @pytest.mark.parametrize(
-    ("n", "k", "alpha", "floor", "distinct"),
+    ("n", "k", "alpha", "floor", "distinct", "cover"),
     [
-        (9, 3, 1.0, 0.0, 0.0),
-        (16, 5, 3.0, 0.15, 0.0),
-        (12, 12, 0.5, 0.3, 0.0),
-        (16, 4, 2.0, 0.1, 3.0),
+        (9, 3, 1.0, 0.0, 0.0, 0.0),
+        (16, 5, 3.0, 0.15, 0.0, 0.0),
+        (12, 12, 0.5, 0.3, 0.0, 0.0),
+        (16, 4, 2.0, 0.1, 3.0, 0.0),
+        (16, 5, 3.0, 0.0, 1.0, 1.0),
+        (20, 6, 10.0, 0.1, 0.0, 0.5),
     ],
 )
-def test_matches_plain_reference(n, k, alpha, floor, distinct):
+def test_matches_plain_reference(n, k, alpha, floor, distinct, cover):
     gen = torch.Generator().manual_seed(n * k)
     x = torch.randn(2, n, 8, generator=gen, dtype=torch.float64)
     words = torch.randn(2, 4, 8, generator=gen, dtype=torch.float64)
-    spec = f"focus:{k},alpha={alpha},floor={floor},distinct={distinct}"
+    spec = f"focus:{k},alpha={alpha},floor={floor},distinct={distinct},cover={cover}"
     out = build(spec)(VisualTokens(embeds=x), TextContext(embeds=words))
     for row in range(2):
-        expected = naive_focus(x[row], words[row], k, alpha, floor, distinct)
+        expected = naive_focus(x[row], words[row], k, alpha, floor, distinct, cover)
         assert out.index[row].tolist() == expected
+
+
+def test_cover_keeps_the_second_named_object_not_a_second_cell_of_the_first():
+    """Six background cells; object A fills two cells that differ (its centre and an edge);
+    object B looks like A (same shape, another colour: ``e1 + 0.7 e2``). Word 0 names A, word 1
+    names B. Without ``cover`` the second pick is A's other cell: it is further from A's first
+    cell than B is, and word 0 weighs it up as much. With ``cover=1`` word 0 is already shown,
+    so only B keeps a word pulling for it, and B is kept."""
+    background = torch.zeros(6, 8)
+    background[:, 0] = 1.0
+    background[torch.arange(6), torch.arange(6) % 2 + 6] = 0.05
+    a_cells = torch.zeros(2, 8)
+    a_cells[:, 1] = 1.0
+    a_cells[1, 3] = 0.8
+    b_cell = torch.zeros(1, 8)
+    b_cell[0, 1], b_cell[0, 2] = 1.0, 0.7
+    tokens = VisualTokens(embeds=torch.cat([background, a_cells, b_cell]).unsqueeze(0))
+    words = torch.zeros(1, 2, 8)
+    words[0, 0, 1] = 1.0
+    words[0, 1, 2] = 1.0
+    text = TextContext(embeds=words)
+    assert build("focus:2,distinct=0,floor=0")(tokens, text).index.tolist() == [[6, 7]]
+    assert build("focus:2,distinct=0,floor=0,cover=1")(tokens, text).index.tolist() == [[6, 8]]
 
 
 def test_distinct_spends_a_small_budget_on_objects_not_a_second_background_cell():
@@ -139,7 +176,7 @@ def test_bad_settings_and_missing_projection_are_clear_errors():
     with pytest.raises(ValueError, match="space"):
         build("focus:3,space=pixels")
     for bad in ("alpha=-1", "distinct=-0.5"):
-        with pytest.raises(ValueError, match="alpha, spatial and distinct"):
+        with pytest.raises(ValueError, match="alpha, spatial, distinct and cover"):
             build(f"focus:4,{bad}")
     with pytest.raises(ValueError, match="budget 20 is larger than the 16"):
         build("focus:20").output_len(16)
