@@ -41,6 +41,8 @@ def needed_objects(sample: Sample, regions: list[dict]) -> list[int]:
 def kept_cells(model, processor, sample: Sample) -> tuple[list[int], str]:
     """The source cells the model's reducer keeps for ``sample``, and the model's answer."""
     seen = {}
+    # the model hands the reduced tokens' source index only to its prompt builder: record it
+    # from the encode step that builds them, for this one call
     encode = model._encode
 
     def recording(*args, **kwargs):
