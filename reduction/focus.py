@@ -38,8 +38,8 @@ word a chosen token already shows stops pulling further tokens its way (by ``c``
 largest relevance it has among the chosen), so the budget goes to a second named object before
 a second cell of the first. On the default model at 3 tokens, where a relation question's two
 objects often did not both survive, it keeps both more often (relation 72 -> 82-85% on
-validation) but gives back about as much on tasks that read one object from several cells;
-overall within noise, so it is an option, not the default (``docs/reduction.md``).
+validation) but gives back about half of that on tasks that read one object from several
+cells; overall within noise, so it is an option, not the default (``docs/reduction.md``).
 
 ``space=llm`` measures step 1's feature distance on the adapter's output instead (an ablation:
 worse on the default model, see ``docs/reduction.md``).
