@@ -2,10 +2,12 @@
 
 For the first ``--per-task`` questions of each task in a generated split, the reducer's kept
 cells are matched to the objects the generator drew (``mmllm.grounding.assign_cells`` on the
-rows' boxes). "Needed" objects: the two a relation question names, the smallest one for
-small_object, every object for count and caption. Per task: accuracy, how often every needed
-object survives, accuracy when they do and when they do not, and kept cells that show no object.
-It explains where a budget loses (``docs/reduction.md``, "Covering the question's words").
+rows' boxes). "Needed" objects: the two a relation question names; for small_object the one
+object whose words hold the answer and the word the question asks by ("What colour is the small
+cross?" -> "purple cross"); for count every object it counts ("crosses"); for caption all. Per
+task: accuracy, how often every needed object survives, accuracy when they do and when they do
+not, and kept cells that show no object. It explains where a budget loses
+(``docs/reduction.md``, "Covering the question's words").
 
     python benchmarks/kept_objects.py --data data/val_big \
         --reduction focus:3 --reduction focus:3,cover=1
@@ -29,12 +31,24 @@ from mmllm.processor import MMLLMProcessor
 
 def needed_objects(sample: Sample, regions: list[dict]) -> list[int]:
     """Indices of the objects a question cannot be answered without."""
-    if sample.task == "small_object":
-        areas = [(r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]) for r in regions]
-        return [min(range(len(regions)), key=areas.__getitem__)]
-    if sample.task in ("count", "caption"):
+    if sample.task == "caption":
         return list(range(len(regions)))
     question = sample.question.lower()
+    if sample.task == "count":  # every object the question counts: "crosses" -> each cross
+        asked = set(question.replace("?", " ").replace(".", " ").split())
+        return [
+            i
+            for i, r in enumerate(regions)
+            if any({w, w + "s", w + "es"} & asked for w in r["text"].split())
+        ]
+    if sample.task == "small_object":  # the one object with the answer and the asked-for word
+        asked = set(question.replace("?", " ").split())
+        answer = (sample.answer or "").lower()
+        return [
+            i
+            for i, r in enumerate(regions)
+            if answer in r["text"].split() and asked & (set(r["text"].split()) - {answer})
+        ]
     return [i for i, r in enumerate(regions) if r["text"] in question]
 
 

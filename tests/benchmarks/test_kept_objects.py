@@ -30,8 +30,15 @@ def sample(task: str, question: str) -> Sample:
 def test_needed_objects_per_task(kept):
     relation = sample("relation", "Is the red circle left of the teal square?")
     assert kept.needed_objects(relation, regions()) == [0, 2]
-    assert kept.needed_objects(sample("small_object", "Colour of the small one?"), regions()) == [1]
-    assert kept.needed_objects(sample("count", "How many stars?"), regions()) == [0, 1, 2]
+    small = sample("small_object", "What colour is the small star?")
+    small.answer = "blue"
+    assert kept.needed_objects(small, regions()) == [1]
+    small = sample("small_object", "Which small shape is teal?")
+    small.answer = "square"
+    assert kept.needed_objects(small, regions()) == [2]
+    assert kept.needed_objects(sample("count", "How many stars?"), regions()) == [1]
+    assert kept.needed_objects(sample("count", "Give the count of circles."), regions()) == [0]
+    assert kept.needed_objects(sample("caption", "Write a caption."), regions()) == [0, 1, 2]
 
 
 def test_full_tokens_keep_every_object_that_owns_a_cell(kept, tiny, tmp_path):
@@ -58,7 +65,7 @@ def test_full_tokens_keep_every_object_that_owns_a_cell(kept, tiny, tmp_path):
         )
     one = kept.kept_objects(model, samples, "random:1")
     assert all(r["background_cells_per_image"] <= 1 for r in one.values())
-    counts = [s for s in samples if s.task == "count"]
-    several = [s for s in counts if len(object_regions(s.regions[0])) > 1]
+    captions = [s for s in samples if s.task == "caption"]
+    several = [s for s in captions if len(object_regions(s.regions[0])) > 1]
     if several:  # one cell cannot show two objects
-        assert one["count"]["needed_objects_kept"] <= 1 - len(several) / len(counts)
+        assert one["caption"]["needed_objects_kept"] <= 1 - len(several) / len(captions)
