@@ -28,6 +28,9 @@ from mmllm.default_model import load_model
 from mmllm.grounding import assign_cells, object_regions
 from mmllm.processor import MMLLMProcessor
 
+#: The tasks whose answer rests on objects this probe can name.
+TASKS = ("relation", "small_object", "count", "caption")
+
 
 def needed_objects(sample: Sample, regions: list[dict]) -> list[int]:
     """Indices of the objects a question cannot be answered without."""
@@ -49,7 +52,9 @@ def needed_objects(sample: Sample, regions: list[dict]) -> list[int]:
             for i, r in enumerate(regions)
             if answer in r["text"].split() and asked & (set(r["text"].split()) - {answer})
         ]
-    return [i for i, r in enumerate(regions) if r["text"] in question]
+    if sample.task == "relation":
+        return [i for i, r in enumerate(regions) if r["text"] in question]
+    raise ValueError(f"no needed objects defined for task {sample.task!r}; use {TASKS}")
 
 
 def kept_cells(model, processor, sample: Sample) -> tuple[list[int], str]:
@@ -69,7 +74,7 @@ def kept_cells(model, processor, sample: Sample) -> tuple[list[int], str]:
         inputs = processor([sample.prompt_messages()], [sample.images])
         ids = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     finally:
-        model._encode = encode
+        del model._encode  # the class's method again
     return seen["index"], processor.decode(ids)[0]
 
 
@@ -112,10 +117,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--reduction", action="append", required=True, help="repeatable")
-    parser.add_argument("--tasks", default="relation,small_object,count,caption")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"some of {TASKS}")
     parser.add_argument("--per-task", type=int, default=60)
     args = parser.parse_args()
     tasks = args.tasks.split(",")
+    if unknown := set(tasks) - set(TASKS):
+        parser.error(f"--tasks: {sorted(unknown)} not among {TASKS}")
     chosen: dict[str, list[Sample]] = {t: [] for t in tasks}
     for sample in load_dataset(args.data):
         if sample.task in chosen and len(chosen[sample.task]) < args.per_task:

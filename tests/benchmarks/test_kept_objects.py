@@ -39,6 +39,8 @@ def test_needed_objects_per_task(kept):
     assert kept.needed_objects(sample("count", "How many stars?"), regions()) == [1]
     assert kept.needed_objects(sample("count", "Give the count of circles."), regions()) == [0]
     assert kept.needed_objects(sample("caption", "Write a caption."), regions()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="no needed objects"):
+        kept.needed_objects(sample("colour", "What colour is the star?"), regions())
 
 
 def test_full_tokens_keep_every_object_that_owns_a_cell(kept, tiny, tmp_path):
@@ -50,6 +52,7 @@ def test_full_tokens_keep_every_object_that_owns_a_cell(kept, tiny, tmp_path):
     model = tiny.model("llama")
     grid = model.encoder.grid
     report = kept.kept_objects(model, samples, "identity")
+    assert "_encode" not in vars(model)  # the recording wrapper is gone again
     owned, background = {}, {}  # plain reference from the generator's boxes
     for s in samples:
         found = object_regions(s.regions[0])
