@@ -37,15 +37,14 @@ def needed_objects(sample: Sample, regions: list[dict]) -> list[int]:
     if sample.task == "caption":
         return list(range(len(regions)))
     question = sample.question.lower()
+    asked = set(question.replace("?", " ").replace(".", " ").split())
     if sample.task == "count":  # every object the question counts: "crosses" -> each cross
-        asked = set(question.replace("?", " ").replace(".", " ").split())
         return [
             i
             for i, r in enumerate(regions)
             if any({w, w + "s", w + "es"} & asked for w in r["text"].split())
         ]
     if sample.task == "small_object":  # the one object with the answer and the asked-for word
-        asked = set(question.replace("?", " ").split())
         answer = (sample.answer or "").lower()
         return [
             i

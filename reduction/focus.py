@@ -207,9 +207,5 @@ class Focus(BaseReducer):
         weight = None
         if self.distinct > 0:  # the base gain: background cells count less
             weight = distinctness(dist) ** self.distinct
-        words = None
-        if relevant:
-            words = self.alpha * word_relevance(visual, text, self.floor)
-            if weight is None:
-                weight = torch.ones_like(words[..., 0])
+        words = self.alpha * word_relevance(visual, text, self.floor) if relevant else None
         return tokens.gather(weighted_max_min(dist, weight, self.k, words, self.cover))
